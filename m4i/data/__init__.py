@@ -1,0 +1,1 @@
+"""Datasets: manifests, loaders, splits, vocabularies."""

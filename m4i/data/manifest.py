@@ -1,0 +1,88 @@
+"""One manifest per dataset: record id, image path (relative to the root), image SHA-256, captions."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from m4i.data.images import load_image
+from m4i.io import M4IError, read_table, read_table_meta, safe_join, sha256_file
+
+COLUMNS = ["record_id", "image", "sha256", "captions", "attributes"]
+
+
+def records_to_manifest(records: list[dict], root: str | os.PathLike, verify_images: bool = True) -> pd.DataFrame:
+    """Validate records, hash their images and return the manifest table.
+
+    Every image must exist, stay under ``root`` and decode (when ``verify_images``);
+    record ids must be unique; every record needs at least one non-empty caption.
+    """
+    seen: set[str] = set()
+    rows = []
+    for rec in records:
+        rid = rec["record_id"]
+        if rid in seen:
+            raise M4IError(f"duplicate record id {rid!r}")
+        seen.add(rid)
+        captions = [str(c) for c in rec["captions"]]
+        if not captions or any(not c.strip() for c in captions):
+            raise M4IError(f"record {rid!r}: empty caption")
+        path = safe_join(root, rec["image"], what=f"record {rid!r} image path")
+        if verify_images:
+            load_image(root, rec["image"])  # raises naming the file when missing or corrupt
+        elif not path.is_file():
+            raise M4IError(f"record {rid!r}: image file not found: {path}")
+        rows.append(
+            {
+                "record_id": rid,
+                "image": Path(rec["image"]).as_posix(),
+                "sha256": sha256_file(path),
+                "captions": captions,
+                "attributes": json.dumps(rec.get("attributes") or {}, sort_keys=True),
+            }
+        )
+    if not rows:
+        raise M4IError(f"no records found under {root}")
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def build_manifest(dataset: str, cfg: dict, work_dir: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
+    """Manifest of one configured dataset and its image root.
+
+    Synthetic datasets are generated into ``work_dir/images``; real ones are read in place.
+    """
+    if cfg["kind"] == "synthetic":
+        from m4i.data.synthetic import generate
+
+        root = Path(work_dir) / "images"
+        records = generate(root, cfg["n_images"], cfg["image_size"], cfg["style"], cfg["seed"], dataset)
+    else:
+        from m4i.data.loaders import load_real_dataset
+
+        records, root = load_real_dataset(dataset, cfg)
+    return records_to_manifest(records, root, verify_images=cfg.get("verify_images", True)), Path(root)
+
+
+def manifest_meta(dataset: str, cfg: dict, root: Path) -> dict:
+    return {"dataset": dataset, "kind": cfg["kind"], "root": str(root)}
+
+
+def read_manifest(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
+    """The manifest table and the image root recorded in it."""
+    meta = read_table_meta(path)
+    if "root" not in meta:
+        raise M4IError(f"{path}: not an m4i manifest (no root in its metadata)")
+    df = read_table(path)
+    df["captions"] = df["captions"].map(list)
+    return df, Path(meta["root"])
+
+
+def select(manifest: pd.DataFrame, record_ids: list[str], what: str = "split") -> pd.DataFrame:
+    """Rows of ``manifest`` for ``record_ids``, in that order; unknown ids are an error."""
+    indexed = manifest.set_index("record_id", drop=False)
+    missing = [r for r in record_ids if r not in indexed.index]
+    if missing:
+        raise M4IError(f"{what}: {len(missing)} record ids not in the manifest, e.g. {missing[0]!r}")
+    return indexed.loc[record_ids].reset_index(drop=True)

@@ -1,0 +1,117 @@
+"""Atomic, pickle-free reading and writing of every artifact the study produces.
+
+Every writer goes through a temporary file in the destination folder and an
+``os.replace``, so a failed job never leaves a half-written artifact behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+
+class M4IError(Exception):
+    """A user-facing error: bad input, bad config. The message names the culprit."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise M4IError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, meta: dict | None = None) -> None:
+    """Write a parquet table; ``meta`` (JSON-serialisable) goes into the file's metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if meta is not None:
+        md = dict(table.schema.metadata or {})
+        md[b"m4i"] = json.dumps(meta, sort_keys=True).encode()
+        table = table.replace_schema_metadata(md)
+    with atomic_path(path) as tmp:
+        # No compression-dependent timestamps: same data gives byte-identical files.
+        pq.write_table(table, tmp)
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def read_table_meta(path: str | os.PathLike) -> dict:
+    import pyarrow.parquet as pq
+
+    md = pq.read_schema(path).metadata or {}
+    raw = md.get(b"m4i")
+    return json.loads(raw) if raw else {}
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """Save tensors/dicts/lists/str/numbers only, so that ``load_torch`` can use weights_only."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch(path: str | os.PathLike, map_location: str = "cpu") -> Any:
+    import torch
+
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Hash of a JSON-serialisable object in canonical form (sorted keys, no spaces)."""
+    return sha256_text(json.dumps(obj, sort_keys=True, separators=(",", ":")))
+
+
+def safe_join(root: str | os.PathLike, rel: str, what: str = "path") -> Path:
+    """Join ``rel`` under ``root``, refusing absolute paths and paths that escape the root."""
+    root_p = Path(root).resolve()
+    if os.path.isabs(rel):
+        raise M4IError(f"{what} {rel!r} is absolute; it must be relative to the dataset root {root}")
+    full = (root_p / rel).resolve()
+    if full != root_p and root_p not in full.parents:
+        raise M4IError(f"{what} {rel!r} escapes the dataset root {root}")
+    return full
