@@ -86,3 +86,14 @@ def select(manifest: pd.DataFrame, record_ids: list[str], what: str = "split") -
     if missing:
         raise M4IError(f"{what}: {len(missing)} record ids not in the manifest, e.g. {missing[0]!r}")
     return indexed.loc[record_ids].reset_index(drop=True)
+
+
+def split_records(manifest_path: str | os.PathLike, splits_path: str | os.PathLike, split: str) -> tuple[pd.DataFrame, Path]:
+    """The manifest rows of one split (in the split file's order) and the image root."""
+    from m4i.io import read_json
+
+    manifest, root = read_manifest(manifest_path)
+    splits = read_json(splits_path)
+    if split not in splits.get("splits", {}):
+        raise M4IError(f"{splits_path}: no split named {split!r}")
+    return select(manifest, splits["splits"][split], what=f"{splits_path} split {split}"), root

@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh Linux machine (Python 3.11, Java 17):
+#   make run    create .venv if missing, then run the whole study on config/config.yaml
+#   make test   create .venv if missing, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 2
+CONFIG ?= config/config.yaml
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: run test env dry-run report clean-venv
+
+$(BIN)/.installed: requirements.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+env: $(BIN)/.installed
+
+run: env
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report results/$$($(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['study'])")/report.html
+
+test: env
+	$(BIN)/python -m pytest -q
+
+dry-run: env
+	$(BIN)/snakemake -n --configfile $(CONFIG)
+
+clean-venv:
+	rm -rf $(VENV)

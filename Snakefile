@@ -1,0 +1,42 @@
+# M^4I study workflow. `make run` (see README) runs it on config/config.yaml;
+# `snakemake -n --configfile config/<name>.yaml` lists what a study would run.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The default study unless --configfile names another (no merge: a study is one whole file).
+if not config:
+
+    configfile: "config/config.yaml"
+
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/captioners.smk"
+include: "rules/mfe.smk"
+include: "rules/attacks.smk"
+
+
+rule all:
+    """The whole study."""
+    input:
+        data_targets(),
+        all_utility(),
+        all_mfe_quality(),
+        all_attack_metrics(),
+    default_target: True
+
+
+rule data:
+    """The data part of the study only: manifests, splits, vocabularies."""
+    input:
+        data_targets(),
+
+
+rule captioners:
+    """Data, trained captioners, their generated captions and caption quality."""
+    input:
+        data_targets(),
+        all_utility(),

@@ -1,0 +1,93 @@
+"""What every Snakemake ``script:`` shares: logging, threads, seeding, error reporting, provenance.
+
+A script is ``run(snakemake, main)`` where ``main(smk)`` reads inputs, calls one package function
+and writes outputs atomically. After ``main`` returns, provenance sidecars are written for every
+output (m4i.provenance); when it raises, outputs are removed so no half-written artifact stays.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from m4i.io import M4IError
+
+
+def _results_root(outputs: list[str], study: str) -> str:
+    """The ``results/<study>`` folder above the outputs."""
+    for out in outputs:
+        parts = Path(out).parts
+        if "results" in parts:
+            i = parts.index("results")
+            if i + 1 < len(parts) and parts[i + 1] == study:
+                return str(Path(*parts[: i + 2]))
+    return str(Path("results") / study)
+
+
+def _setup_logging(log_files: list[str]) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    for f in log_files[:1]:
+        Path(f).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(f, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True)
+
+
+def run(smk, main: Callable) -> None:
+    _setup_logging(list(smk.log))
+    log = logging.getLogger(f"m4i.{smk.rule}")
+    threads = max(1, int(getattr(smk, "threads", 1) or 1))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+    outputs = [str(o) for o in smk.output]
+    t0 = time.time()
+    try:
+        main(smk)
+    except M4IError as exc:
+        log.error("%s", exc)
+        _remove(outputs)
+        sys.exit(f"m4i: error in rule {smk.rule}: {exc}")
+    except BaseException:
+        log.exception("rule %s failed", smk.rule)
+        _remove(outputs)
+        raise
+    log.info("rule %s done in %.1f s", smk.rule, time.time() - t0)
+    _provenance(smk, outputs)
+
+
+def _remove(outputs: list[str]) -> None:
+    import shutil
+
+    for out in outputs:
+        p = Path(out)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            p.unlink()
+
+
+def _provenance(smk, outputs: list[str]) -> None:
+    from m4i import provenance
+
+    config = dict(smk.config)
+    params = {k: v for k, v in smk.params.items()}
+    seed = params.get("seed", smk.wildcards.get("seed") if hasattr(smk.wildcards, "get") else None)
+    provenance.write_sidecar(
+        results_root=_results_root(outputs, config.get("study", "")),
+        rule=smk.rule,
+        outputs=outputs,
+        inputs=[str(i) for i in smk.input],
+        params=params,
+        wildcards={k: v for k, v in smk.wildcards.items()},
+        config_subset=params.get("config", {}),
+        seed=int(seed) if seed is not None else None,
+        log=str(smk.log[0]) if len(smk.log) else None,
+    )

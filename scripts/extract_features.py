@@ -1,0 +1,14 @@
+"""Rule features: a frozen backbone over every image of a dataset -> features/<feat>/<dataset>.pt."""
+from m4i.data.manifest import read_manifest
+from m4i.io import save_torch
+from m4i.models.features import extract_features
+from m4i.workflow import run
+
+
+def main(smk):
+    manifest, root = read_manifest(smk.input.manifest)
+    spec = dict(smk.config["features"][smk.wildcards.feat], device=smk.config["device"])
+    save_torch(extract_features(manifest, root, spec, smk.params.seed), smk.output[0])
+
+
+run(snakemake, main)  # noqa: F821

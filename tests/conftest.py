@@ -1,0 +1,47 @@
+"""Shared fixtures: the tiny study of config/test.yaml, run once per test session."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / "config" / "test.yaml"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def snakemake(workdir: Path, *args: str, config: Path = TEST_CONFIG, check: bool = True, timeout: int = 1800):
+    """Run the repository's workflow with ``workdir`` as working directory (results land there)."""
+    cmd = [
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(config), "--cores", "2", *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> Path:
+    """The whole test study, run once: returns results/test/ inside its working directory."""
+    workdir = tmp_path_factory.mktemp("study")
+    snakemake(workdir)
+    return workdir / "results" / "test"
+
+
+@pytest.fixture(scope="session")
+def study_workdir(study) -> Path:
+    return study.parents[1]
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst

@@ -1,0 +1,102 @@
+"""The Snakemake workflow itself: config validation, dry runs, the data stage and the whole tiny study."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, TEST_CONFIG, snakemake
+from m4i.data.manifest import read_manifest
+from m4i.data.splits import SPLIT_NAMES, check_disjoint
+from m4i.io import load_torch, read_json, read_table
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("name", ["config", "test", "paper"])
+def test_dry_run_lists_the_data_rules(tmp_path, name):
+    out = snakemake(tmp_path, "-n", config=REPO / "config" / f"{name}.yaml").stdout
+    for rule in ("splits", "vocab", "train_captioner", "attack"):
+        assert f"rule {rule}:" in out, f"{name}: {rule} missing from the dry run"
+    assert ("rule synthetic_manifest:" in out) or ("rule real_manifest:" in out)
+
+
+def test_invalid_config_fails_naming_the_key(tmp_path):
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    del cfg["splits"]["sizes"]["heldout"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n", config=bad, check=False)
+    assert proc.returncode != 0
+    assert "splits.sizes" in proc.stderr + proc.stdout and "heldout" in proc.stderr + proc.stdout
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["scenarios"]["unrestricted"]["shadow"]["dataset"] = "nosuch"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n", config=bad, check=False)
+    assert proc.returncode != 0 and "scenarios.unrestricted.shadow.dataset" in proc.stderr + proc.stdout
+
+
+def test_too_small_dataset_fails_with_both_numbers_and_no_output(tmp_path):
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["datasets"]["shapes"]["n_images"] = 50
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "data", config=path, check=False)
+    assert proc.returncode != 0
+    assert "has 50 records but splits.sizes ask for 160" in proc.stderr + proc.stdout
+    assert not list((tmp_path / "results" / "test" / "splits").rglob("*.json"))
+
+
+def test_data_stage_is_deterministic(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        snakemake(d, "data")
+    ra, rb = a / "results" / "test", b / "results" / "test"
+    splits = sorted(p.relative_to(ra) for p in (ra / "splits").rglob("*.json"))
+    assert splits, "no split files written"
+    for rel in splits:
+        assert (ra / rel).read_bytes() == (rb / rel).read_bytes(), rel
+    for png in list((ra / "data" / "shapes" / "images").glob("*.png"))[:20]:
+        assert png.read_bytes() == (rb / png.relative_to(ra)).read_bytes()
+    manifest, root = read_manifest(ra / "data" / "shapes" / "manifest.parquet")
+    split = read_json(ra / "splits" / "shapes" / "disjoint-s0.json")
+    check_disjoint(split["splits"])
+    assert set(split["splits"]) == set(SPLIT_NAMES)
+    assert set().union(*map(set, split["splits"].values())) <= set(manifest.record_id)
+    confounded = read_json(ra / "splits" / "shapes" / "paper_protocol_confounded-s0.json")
+    assert confounded["confounded"] and all(r.startswith("doodles:") for r in confounded["splits"]["target_out"])
+    vocab = read_json(ra / "vocab" / "shapes" / "disjoint-s0-target_in.json")
+    assert vocab["split"] == "target_in" and len(vocab["tokens"]) > 10
+
+
+def test_whole_study_outputs(study):
+    """The full tiny study: every scenario and attack wrote per-record scores and metrics."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    for scenario in cfg["scenarios"]:
+        for attack in cfg["attacks"]:
+            d = study / "attacks" / scenario / attack / "s0"
+            metrics = json.loads((d / "metrics.json").read_text())
+            scores = read_table(d / "scores.parquet")
+            assert scores.record_id.is_unique and set(scores.label) == {0, 1}
+            assert metrics["metrics"]["n"] == len(scores) == 48
+            assert 0.0 <= metrics["metrics"]["auc"] <= 1.0
+    control = study / "attacks" / "unrestricted-paper-protocol-confounded" / "blind" / "s0" / "metrics.json"
+    assert control.exists()
+
+
+def test_captioner_artifacts(study):
+    ckpt = load_torch(study / "models" / "shapes-lstm-target-s0.pt")
+    assert {"state_dict", "arch", "vocab", "vocab_sha256"} <= set(ckpt)
+    loss = pd.read_csv(study / "models" / "shapes-lstm-target-s0.loss.csv")
+    assert list(loss.epoch) == [1, 2, 3]
+    caps = read_table(study / "captions" / "shapes-lstm-target-s0" / "target_in.parquet")
+    assert len(caps) == 24 and caps.record_id.is_unique
+    assert all(len(t) == len(lp) or len(lp) == len(t) + 1 for t, lp in zip(caps.tokens, caps.token_logprobs))
+    utility = read_json(study / "utility" / "shapes-lstm-target-s0.json")
+    assert {"heldout", "members", "baseline_fixed_caption"} <= set(utility)
+    # both the feature-cache path and the end-to-end path ran
+    assert (study / "features" / "tiny" / "shapes.pt").exists()
+    assert (study / "models" / "doodles-lstme2e-shadow0-s0.pt").exists()
