@@ -35,6 +35,13 @@ rule data:
         data_targets(),
 
 
+rule attacks:
+    """Everything up to the attacks: signals, MFEs, per-record attack scores and metrics."""
+    input:
+        all_mfe_quality(),
+        all_attack_metrics(),
+
+
 rule captioners:
     """Data, trained captioners, their generated captions and caption quality."""
     input:
