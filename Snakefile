@@ -17,6 +17,10 @@ include: "rules/data.smk"
 include: "rules/captioners.smk"
 include: "rules/mfe.smk"
 include: "rules/attacks.smk"
+include: "rules/results.smk"
+
+
+report: "report/workflow.rst"
 
 
 rule all:
@@ -26,6 +30,8 @@ rule all:
         all_utility(),
         all_mfe_quality(),
         all_attack_metrics(),
+        rules.tables.output,
+        rules.figures.output,
     default_target: True
 
 
@@ -40,6 +46,13 @@ rule attacks:
     input:
         all_mfe_quality(),
         all_attack_metrics(),
+
+
+rule results:
+    """Tables, figures and the headline metrics."""
+    input:
+        rules.tables.output,
+        rules.figures.output,
 
 
 rule captioners:
