@@ -1,0 +1,264 @@
+"""Shadow-calibrated membership attacks on per-record signal tables (MB, FB and blind alike).
+
+(Written by the MB-attack helper working on evaluation/attacks/blind; please coordinate before
+rewriting.)
+
+An attack is one config entry, e.g. ``{"method": "linear_svm", "features": [...], "params":
+{"C": 1.0}}``. It is fitted on the shadow captioner's members (``shadow_in``, label 1) and
+non-members (``shadow_out``, label 0) only, and then scores the target's records. Every score is
+"higher = more likely member", and the decision is ``score >= threshold`` with the threshold
+fixed on shadow data (threshold method) or by the classifier's own rule (0 for a
+decision_function, 0.5 for a probability).
+
+Methods (params and defaults):
+- ``threshold``: no params. One signal: the feature with the best direction-aware shadow AUC
+  (a feature lower for members is negated, ``direction = -1``); the threshold maximises shadow
+  accuracy (midpoint between the chosen shadow score and the next lower one).
+- ``linear_svm``: C=1.0, max_iter=10000. StandardScaler + LinearSVC; score = decision_function.
+  The paper's classifier (on ROUGE-1/2/L means).
+- ``logreg``: C=1.0, max_iter=1000. StandardScaler + LogisticRegression; score = decision_function
+  (log-odds; same ranking as the probability but no saturation ties).
+- ``mlp``: hidden=[64], max_iter=1000, alpha=1e-4, lr=1e-3. StandardScaler + MLPClassifier
+  (adam); score = predict_proba[:, 1].
+Classifiers get ``random_state = derive_seed(seed, "attack", method)``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from m4i.io import M4IError
+from m4i.seeding import derive_seed
+
+METHODS = ("threshold", "linear_svm", "logreg", "mlp")
+DEFAULT_PARAMS = {
+    "threshold": {},
+    "linear_svm": {"C": 1.0, "max_iter": 10000},
+    "logreg": {"C": 1.0, "max_iter": 1000},
+    "mlp": {"hidden": [64], "max_iter": 1000, "alpha": 1e-4, "lr": 1e-3},
+}
+TABLES = ("shadow_in", "shadow_out", "target_in", "target_out")
+
+
+# --- features -------------------------------------------------------------------------------
+def _is_list_column(col: pd.Series) -> bool:
+    return len(col) > 0 and isinstance(col.iloc[0], (list, tuple, np.ndarray))
+
+
+def feature_columns(table: pd.DataFrame, features) -> list[str]:
+    """The signal columns an attack uses: ``features`` as given, or for "all" every numeric or
+    list-valued column except ``record_id``/``label`` (in table order)."""
+    if features == "all":
+        cols = [c for c in table.columns if c not in ("record_id", "label")
+                and (pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
+                     or _is_list_column(table[c]))]
+        if not cols:
+            raise M4IError("attack features 'all': the signal table has no numeric column")
+        return cols
+    if isinstance(features, str) or not isinstance(features, (list, tuple)) or not features:
+        raise M4IError(f"attack features must be 'all' or a non-empty list of column names, got {features!r}")
+    return [str(f) for f in features]
+
+
+def _matrix(table: pd.DataFrame, cols: list[str], what: str) -> tuple[np.ndarray, list[str]]:
+    """(n, d) float matrix of ``cols``; a list-valued column ``c`` becomes ``c[0]..c[k-1]``."""
+    blocks, names = [], []
+    for c in cols:
+        if c not in table:
+            raise M4IError(f"{what}: signal table has no column {c!r} (has {list(table.columns)})")
+        col = table[c]
+        if _is_list_column(col):
+            try:
+                block = np.array([np.asarray(v, dtype=float) for v in col])
+            except (TypeError, ValueError) as exc:
+                raise M4IError(f"{what}: list column {c!r} has rows of different lengths or non-numbers") from exc
+            if block.ndim != 2:
+                raise M4IError(f"{what}: list column {c!r} has rows of different lengths")
+            names += [f"{c}[{k}]" for k in range(block.shape[1])]
+        else:
+            try:
+                block = col.to_numpy(dtype=float)[:, None]
+            except (TypeError, ValueError) as exc:
+                raise M4IError(f"{what}: column {c!r} is not numeric") from exc
+            names.append(c)
+        bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+        if len(bad):
+            rid = table["record_id"].iloc[bad[0]]
+            raise M4IError(f"{what}: record {rid!r} has a missing or non-finite value in column {c!r}")
+        blocks.append(block)
+    return np.hstack(blocks) if blocks else np.empty((len(table), 0)), names
+
+
+def _check_table(table, what: str, allow_empty: bool) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise M4IError(f"{what}: expected a DataFrame, got {type(table).__name__}")
+    if "record_id" not in table:
+        raise M4IError(f"{what}: signal table has no 'record_id' column")
+    if not allow_empty and len(table) == 0:
+        raise M4IError(f"{what}: signal table is empty")
+    dup = table["record_id"][table["record_id"].duplicated()]
+    if len(dup):
+        raise M4IError(f"{what}: duplicate record id {dup.iloc[0]!r}")
+
+
+# --- methods --------------------------------------------------------------------------------
+def _shadow_auc(y: np.ndarray, x: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, x))
+
+
+def _best_threshold(y: np.ndarray, s: np.ndarray) -> float:
+    """The threshold on ``s`` maximising accuracy of ``s >= t`` on (y, s).
+
+    Candidates are sklearn's ROC thresholds (every distinct score, plus +inf); the first best
+    (highest threshold) wins, and the returned value is the midpoint to the next lower score so
+    that the decision does not sit on a shadow record's exact value.
+    """
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
+    n_pos, n_neg = (y == 1).sum(), (y == 0).sum()
+    acc = (tpr * n_pos + (1 - fpr) * n_neg) / len(y)
+    i = int(np.argmax(acc))
+    if i == 0:  # best to flag nobody: just above the largest shadow score
+        return float(np.nextafter(thr[1], np.inf))
+    if i == len(thr) - 1:  # best to flag everybody: the smallest shadow score
+        return float(thr[i])
+    return float((thr[i] + thr[i + 1]) / 2)
+
+
+def _fit_threshold(X_sh, y_sh, names, params, seed):
+    aucs = [_shadow_auc(y_sh, X_sh[:, j]) for j in range(X_sh.shape[1])]
+    strength = [max(a, 1 - a) for a in aucs]
+    j = int(np.argmax(strength))  # first of equals, in feature order
+    direction = 1 if aucs[j] >= 0.5 else -1
+    threshold = _best_threshold(y_sh, direction * X_sh[:, j])
+    info = {"feature": names[j], "direction": direction,
+            "feature_shadow_auc": {n: float(a) for n, a in zip(names, aucs)}}
+    return (lambda X: direction * X[:, j]), threshold, info
+
+
+def _classifier(method: str, params: dict, random_state: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    if method == "linear_svm":
+        clf = LinearSVC(C=float(params["C"]), max_iter=int(params["max_iter"]), random_state=random_state)
+    elif method == "logreg":
+        clf = LogisticRegression(C=float(params["C"]), max_iter=int(params["max_iter"]), random_state=random_state)
+    else:
+        hidden = params["hidden"]
+        hidden = (int(hidden),) if isinstance(hidden, (int, float)) else tuple(int(h) for h in hidden)
+        clf = MLPClassifier(hidden_layer_sizes=hidden, max_iter=int(params["max_iter"]),
+                            alpha=float(params["alpha"]), learning_rate_init=float(params["lr"]),
+                            random_state=random_state)
+    return make_pipeline(StandardScaler(), clf)
+
+
+def _fit_classifier(method, X_sh, y_sh, params, seed):
+    from sklearn.exceptions import ConvergenceWarning
+
+    random_state = derive_seed(seed, "attack", method)
+    model = _classifier(method, params, random_state)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(X_sh, y_sh)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    if method == "mlp":
+        score, threshold = (lambda X: model.predict_proba(X)[:, 1]), 0.5
+    else:
+        score, threshold = model.decision_function, 0.0
+    return score, threshold, {"random_state": random_state, "converged": converged}
+
+
+def _params(attack: dict, method: str) -> dict:
+    given = attack.get("params") or {}
+    if not isinstance(given, dict):
+        raise M4IError(f"attack params must be a mapping, got {given!r}")
+    unknown = sorted(set(given) - set(DEFAULT_PARAMS[method]))
+    if unknown:
+        raise M4IError(f"attack method {method!r}: unknown params {unknown} "
+                       f"(known: {sorted(DEFAULT_PARAMS[method])})")
+    return {**DEFAULT_PARAMS[method], **given}
+
+
+def run_attack(attack: dict, shadow_in: pd.DataFrame, shadow_out: pd.DataFrame, target_in: pd.DataFrame,
+               target_out: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, dict]:
+    """Fit ``attack`` on shadow_in (label 1) vs shadow_out (label 0); score target_in + target_out.
+
+    Returns ``(scores, info)``: scores has ``record_id``, ``label`` (1 member), ``score`` (float,
+    higher = member) and ``prediction`` (int, ``score >= info["threshold"]``), target_in rows
+    first; info (JSON-serialisable) records the method, features, threshold, direction, the
+    resolved params and the fit's shadow AUC/accuracy.
+    """
+    if not isinstance(attack, dict):
+        raise M4IError(f"attack must be a mapping, got {type(attack).__name__}")
+    method = attack.get("method")
+    if method not in METHODS:
+        raise M4IError(f"attack method {method!r} is unknown (known: {list(METHODS)})")
+    params = _params(attack, method)
+    tables = dict(zip(TABLES, (shadow_in, shadow_out, target_in, target_out)))
+    for name, t in tables.items():
+        _check_table(t, name, allow_empty=name.startswith("target"))
+    if len(target_in) + len(target_out) == 0:
+        raise M4IError("target_in and target_out are both empty: nothing to score")
+    for role in ("shadow", "target"):
+        both = set(tables[f"{role}_in"]["record_id"]) & set(tables[f"{role}_out"]["record_id"])
+        if both:
+            raise M4IError(f"record {sorted(both)[0]!r} is both in {role}_in and {role}_out")
+
+    cols = feature_columns(shadow_in, attack.get("features", "all"))
+    mats = {}
+    mats["shadow_in"], names = _matrix(shadow_in, cols, "shadow_in")
+    for name, t in tables.items():
+        if len(t) == 0:  # an empty target table: nothing to read, only the columns must exist
+            missing = [c for c in cols if c not in t]
+            if missing:
+                raise M4IError(f"{name}: signal table has no column {missing[0]!r}")
+            mats[name] = np.empty((0, len(names)))
+            continue
+        mats[name], _ = _matrix(t, cols, name)
+        if mats[name].shape[1] != len(names):
+            raise M4IError(f"{name}: {mats[name].shape[1]} feature values per record, shadow_in has "
+                           f"{mats['shadow_in'].shape[1]} (list column lengths differ)")
+    X_sh = np.vstack([mats["shadow_in"], mats["shadow_out"]])
+    y_sh = np.r_[np.ones(len(shadow_in), int), np.zeros(len(shadow_out), int)]
+
+    if method == "threshold":
+        score_fn, threshold, extra = _fit_threshold(X_sh, y_sh, names, params, seed)
+    else:
+        score_fn, threshold, extra = _fit_classifier(method, X_sh, y_sh, params, seed)
+        extra = {"direction": 1, **extra}
+
+    s_sh = np.asarray(score_fn(X_sh), dtype=float)
+    X_t = np.vstack([mats["target_in"], mats["target_out"]])
+    s_t = np.asarray(score_fn(X_t), dtype=float) if len(X_t) else np.empty(0)
+    scores = pd.DataFrame({
+        "record_id": pd.concat([target_in["record_id"], target_out["record_id"]], ignore_index=True).astype(str),
+        "label": np.r_[np.ones(len(target_in), int), np.zeros(len(target_out), int)].astype("int64"),
+        "score": s_t.astype("float64"),
+        "prediction": (s_t >= threshold).astype("int64"),
+    })
+    info = {
+        "method": method,
+        "features": cols,
+        "n_features": len(names),
+        "threshold": float(threshold),
+        **extra,
+        "params": params,
+        "shadow_auc": _shadow_auc(y_sh, s_sh),
+        "shadow_accuracy": float(np.mean((s_sh >= threshold) == (y_sh == 1))),
+        "n_shadow_in": int(len(shadow_in)),
+        "n_shadow_out": int(len(shadow_out)),
+        "seed": int(seed),
+    }
+    if not math.isfinite(info["threshold"]):
+        raise M4IError(f"attack {method}: fitted a non-finite threshold")
+    return scores, info

@@ -1,0 +1,1 @@
+"""Per-record attack signals computed from generated captions (metric-based M^4I)."""

@@ -1,0 +1,250 @@
+"""Caption-similarity metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr, ROUGE-1/2) as corpus-level
+scores and as per-record membership signals.
+
+Why corpus-level: one pycocoevalcap ``compute_score`` call already returns a score per caption.
+Scoring records one at a time is wrong for CIDEr (its IDF comes from the corpus; a one-record
+corpus always scores 0.0) and slow (one JVM start per call). So every per-record value here is
+taken from a computation over the whole table.
+
+Conventions:
+- Text is normalised (all whitespace, including newlines, collapsed to single spaces) and
+  tokenized ONCE per public call with pycocoevalcap's PTBTokenizer (lower-case, punctuation
+  removed), for candidates and references together (one JVM start).
+- One METEOR JVM is kept alive per process (created lazily, closed at exit).
+- Empty candidates (empty, whitespace-only or punctuation-only captions, e.g. a captioner that
+  emitted ``<end>`` first) stay in the corpus, so corpus-level values count them as failures and
+  CIDEr's IDF does not change, and their per-record scores are set to 0.0 explicitly rather
+  than left to each scorer's edge-case behaviour.
+- ROUGE-1/2 come from rouge-score (F-measure, no stemming, on the PTB-tokenized text).
+  rouge-score's own ROUGE-L is NOT reported: ``rougeL`` always means pycocoevalcap's ROUGE-L
+  (beta 1.2, best reference), the one the captioning literature reports.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import threading
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from m4i.io import M4IError
+
+COCO_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougeL", "cider")
+ROUGE_SCORE_METRICS = ("rouge1", "rouge2")
+METRICS = COCO_METRICS + ROUGE_SCORE_METRICS
+
+
+def signal_columns() -> list[str]:
+    """Column names of ``metric_signals`` after ``record_id``, in output order."""
+    cols = []
+    for m in METRICS:
+        cols += [f"{m}_mean", f"{m}_max"]
+        if m in COCO_METRICS:  # "all references at once" only for pycocoevalcap metrics
+            cols.append(f"{m}_multi")
+    return cols
+
+
+# --- METEOR: one JVM per process --------------------------------------------------------------
+_meteor = None
+_meteor_lock = threading.Lock()
+
+
+def _close_meteor() -> None:
+    global _meteor
+    m, _meteor = _meteor, None
+    if m is not None:
+        with contextlib.suppress(Exception):
+            m.meteor_p.stdin.close()
+            m.meteor_p.kill()
+            m.meteor_p.wait(timeout=5)
+
+
+atexit.register(_close_meteor)
+
+
+def _get_meteor():
+    """The process-wide METEOR scorer; restarted if its JVM has died."""
+    global _meteor
+    if _meteor is not None and _meteor.meteor_p.poll() is not None:
+        _close_meteor()
+    if _meteor is None:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        # pycocoevalcap's __del__ kills the JVM too; a no-op here, so that only
+        # _close_meteor (atexit, or after a failure) owns the process.
+        _meteor = type("_KeptMeteor", (Meteor,), {"__del__": lambda self: None})()
+    return _meteor
+
+
+# --- tokenisation ---------------------------------------------------------------------------
+def _ptb_tokenize(texts: list[str]) -> list[str]:
+    """PTB-tokenize a flat list of strings with one JVM start; order and length preserved."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    # Collapse every kind of whitespace: the tokenizer is line-based, so a stray "\r" or
+    # "\u2028" inside a caption would shift every following line.
+    clean = [" ".join(str(t).split()) for t in texts]
+    # A trailing sentinel: the wrapper splits Java's output on "\n", which can lose a final
+    # empty line.
+    out = PTBTokenizer().tokenize({"all": [{"caption": c} for c in clean + ["sentinel"]]})["all"]
+    if len(out) != len(clean) + 1:
+        raise M4IError(f"PTB tokenizer returned {len(out)} lines for {len(clean) + 1} captions")
+    return [t.replace("|||", " ").strip() for t in out[:-1]]  # "|||" is METEOR's field separator
+
+
+def _tokenize_tables(candidates: dict[str, str], references: dict[str, list[str]]):
+    """Tokenize candidates and references in one tokenizer call."""
+    ids = list(candidates)
+    flat = [candidates[r] for r in ids]
+    for r in ids:
+        flat += references[r]
+    tok = _ptb_tokenize(flat)
+    cands = dict(zip(ids, tok[: len(ids)]))
+    refs, i = {}, len(ids)
+    for r in ids:
+        n = len(references[r])
+        refs[r] = tok[i : i + n]
+        i += n
+    return cands, refs
+
+
+# --- validation -----------------------------------------------------------------------------
+def _as_refs(value, record_id: str) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise M4IError(f"record {record_id!r}: references must be a list of strings, got {type(value).__name__}")
+    refs = list(value)
+    if not refs:
+        raise M4IError(f"record {record_id!r}: no reference captions")
+    for c in refs:
+        if not isinstance(c, str) or not c.strip():
+            raise M4IError(f"record {record_id!r}: reference caption {c!r} is empty or not a string")
+    return refs
+
+
+def _check_inputs(candidates: dict, references: dict) -> tuple[dict[str, str], dict[str, list[str]]]:
+    if not candidates:
+        raise M4IError("corpus_scores: no candidate captions")
+    missing = [r for r in candidates if r not in references]
+    if missing:
+        raise M4IError(f"corpus_scores: record {missing[0]!r} has no references ({len(missing)} missing)")
+    cands = {}
+    for r, c in candidates.items():
+        if c is None or (isinstance(c, float) and np.isnan(c)):
+            c = ""  # a missing caption is an empty caption
+        if not isinstance(c, str):
+            raise M4IError(f"record {r!r}: candidate caption must be a string, got {type(c).__name__}")
+        cands[str(r)] = c
+    refs = {str(r): _as_refs(references[r], str(r)) for r in candidates}
+    return cands, refs
+
+
+# --- scoring of tokenized text --------------------------------------------------------------
+def _score_tokenized(cands: dict[str, str], refs: dict[str, list[str]]) -> tuple[dict, pd.DataFrame]:
+    """One corpus computation per pycocoevalcap metric over already tokenized text."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    ids = list(cands)
+    res = {r: [cands[r]] for r in ids}
+    gts = {r: list(refs[r]) for r in ids}
+    bleu, bleu_each = Bleu(4).compute_score(gts, res, verbose=0)
+    with _meteor_lock:
+        try:
+            meteor, meteor_each = _get_meteor().compute_score(gts, res)
+        except Exception as exc:
+            # The pipe protocol is out of step (and the wrapper's own lock is held): drop the JVM.
+            _close_meteor()
+            raise M4IError(f"METEOR scorer failed ({type(exc).__name__}: {exc})") from exc
+    rouge, rouge_each = Rouge().compute_score(gts, res)
+    cider, cider_each = Cider().compute_score(gts, res)
+    corpus = {f"bleu{n + 1}": float(bleu[n]) for n in range(4)}
+    corpus.update(meteor=float(meteor), rougeL=float(rouge), cider=float(cider))
+    table = pd.DataFrame({"record_id": ids})
+    for n in range(4):
+        table[f"bleu{n + 1}"] = np.asarray(bleu_each[n], dtype=float)
+    table["meteor"] = np.asarray(meteor_each, dtype=float)
+    table["rougeL"] = np.asarray(rouge_each, dtype=float)
+    table["cider"] = np.asarray(cider_each, dtype=float)
+    empty = np.array([not cands[r] for r in ids])
+    table.loc[empty, list(COCO_METRICS)] = 0.0  # explicit: an empty caption matches nothing
+    return corpus, table
+
+
+def corpus_scores(candidates: dict[str, str], references: dict[str, list[str]]) -> tuple[dict, pd.DataFrame]:
+    """Corpus-level scores and per-record scores of ``candidates`` against ``references``.
+
+    Returns ``({"bleu1".."bleu4", "meteor", "rougeL", "cider": float}, DataFrame)`` where the
+    frame has ``record_id`` plus the same seven columns, one row per candidate in input order.
+    Every per-record value comes from the one corpus computation (CIDEr's IDF over all records).
+    """
+    cands, refs = _check_inputs(candidates, references)
+    tok_c, tok_r = _tokenize_tables(cands, refs)
+    return _score_tokenized(tok_c, tok_r)
+
+
+# --- per-record signals ---------------------------------------------------------------------
+def _rouge_score_matrix(cands: dict[str, str], refs: dict[str, list[str]], width: int) -> dict[str, np.ndarray]:
+    """rouge1/rouge2 F-measure per (record, reference index); NaN where a record has fewer refs."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_SCORE_METRICS), use_stemmer=False)
+    out = {m: np.full((len(cands), width), np.nan) for m in ROUGE_SCORE_METRICS}
+    for i, r in enumerate(cands):
+        for j, ref in enumerate(refs[r]):
+            s = scorer.score(ref, cands[r])  # (target, prediction)
+            for m in ROUGE_SCORE_METRICS:
+                out[m][i, j] = 0.0 if not cands[r] else s[m].fmeasure
+    return out
+
+
+def metric_signals(captions: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Per-record similarity signals of generated ``captions`` to the manifest's references.
+
+    Output: ``record_id`` + float columns ``<metric>_<agg>`` (see ``signal_columns()``), one row
+    per input caption, in input order.
+    - ``_multi``: the record scored against all its references at once (pycocoevalcap metrics).
+    - ``_mean`` / ``_max``: mean / best over single references. For each reference index j,
+      one corpus computation over the records that have a j-th reference (refs = [ref_j]), so
+      CIDEr's IDF still comes from the whole table. A record with fewer references than
+      others is simply absent from the computations for the indices it lacks; its mean/max
+      are over the references it has.
+    """
+    for col, frame, what in (("record_id", captions, "captions"), ("caption", captions, "captions"),
+                             ("record_id", manifest, "manifest"), ("captions", manifest, "manifest")):
+        if col not in frame:
+            raise M4IError(f"metric_signals: {what} table has no column {col!r}")
+    if len(captions) == 0:
+        raise M4IError("metric_signals: the captions table is empty")
+    ids = captions["record_id"].astype(str).tolist()
+    dup = pd.Series(ids)[pd.Series(ids).duplicated()]
+    if len(dup):
+        raise M4IError(f"metric_signals: duplicate record id {dup.iloc[0]!r} in the captions table")
+    ref_of = dict(zip(manifest["record_id"].astype(str), manifest["captions"]))
+    missing = [r for r in ids if r not in ref_of]
+    if missing:
+        raise M4IError(f"metric_signals: record {missing[0]!r} is not in the manifest ({len(missing)} missing)")
+    cands, refs = _check_inputs(dict(zip(ids, captions["caption"].tolist())), {r: ref_of[r] for r in ids})
+
+    tok_c, tok_r = _tokenize_tables(cands, refs)  # the only tokenizer call
+    width = max(len(v) for v in tok_r.values())
+    per_ref = {m: np.full((len(ids), width), np.nan) for m in COCO_METRICS}
+    row = {r: i for i, r in enumerate(ids)}
+    for j in range(width):
+        have = [r for r in ids if len(tok_r[r]) > j]
+        _, t = _score_tokenized({r: tok_c[r] for r in have}, {r: [tok_r[r][j]] for r in have})
+        rows = [row[r] for r in have]
+        for m in COCO_METRICS:
+            per_ref[m][rows, j] = t[m].to_numpy()
+    per_ref.update(_rouge_score_matrix(tok_c, tok_r, width))
+    _, multi = _score_tokenized(tok_c, tok_r)
+
+    out = {"record_id": ids}
+    for m in METRICS:
+        out[f"{m}_mean"] = np.nanmean(per_ref[m], axis=1)  # every row has >= 1 reference
+        out[f"{m}_max"] = np.nanmax(per_ref[m], axis=1)
+        if m in COCO_METRICS:
+            out[f"{m}_multi"] = multi[m].to_numpy(dtype=float)
+    return pd.DataFrame(out)[["record_id", *signal_columns()]]

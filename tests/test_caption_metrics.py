@@ -1,0 +1,126 @@
+"""Corpus-level caption metrics and per-record metric signals (starts Java: PTB tokenizer, METEOR)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from m4i.io import M4IError
+from m4i.signals import caption_metrics as cm
+from m4i.signals.caption_metrics import corpus_scores, metric_signals, signal_columns
+
+REFS = {
+    "d:0": ["a red circle on the left", "a small red circle at the left side"],
+    "d:1": ["a blue square in the middle", "the blue square is centred"],
+    "d:2": ["a green star at the top", "one green star near the top edge"],
+    "d:3": ["a big yellow triangle", "a yellow triangle that is large"],
+}
+CANDS = {"d:0": "a red circle on the left", "d:1": "a blue square at the top",
+         "d:2": "a green star on the left", "d:3": "a yellow triangle"}
+PER_RECORD_SAFE = ["bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougeL"]
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return corpus_scores(CANDS, REFS)
+
+
+def test_corpus_scores_layout(corpus):
+    values, table = corpus
+    assert set(values) == set(cm.COCO_METRICS) and all(type(v) is float for v in values.values())
+    assert list(table.columns) == ["record_id", *cm.COCO_METRICS]
+    assert table["record_id"].tolist() == list(CANDS)
+    exact = table.set_index("record_id").loc["d:0"]
+    assert exact["bleu1"] == pytest.approx(1.0) and exact["rougeL"] == pytest.approx(1.0)
+    assert 0 < values["cider"] and (table[list(cm.COCO_METRICS)] >= 0).all().all()
+
+
+def test_per_record_equals_corpus_except_cider(corpus):
+    # BLEU, METEOR and ROUGE-L of one record do not depend on the rest of the corpus, so the
+    # corpus-level per-record output equals a one-record computation. CIDEr does: its IDF comes
+    # from the corpus, and a one-record corpus always scores 0.0 (why we never score per record).
+    _, table = corpus
+    table = table.set_index("record_id")
+    for r in ("d:0", "d:1"):
+        _, single = corpus_scores({r: CANDS[r]}, {r: REFS[r]})
+        row = single.set_index("record_id").loc[r]
+        for m in PER_RECORD_SAFE:
+            assert row[m] == pytest.approx(table.loc[r, m], abs=1e-9), (r, m)
+        assert row["cider"] == 0.0 and table.loc[r, "cider"] > 0.0
+
+
+def test_empty_candidates_score_zero_without_crashing():
+    cands = {**CANDS, "d:1": "", "d:2": " ... "}  # empty and punctuation-only
+    values, table = corpus_scores(cands, REFS)
+    t = table.set_index("record_id")
+    assert (t.loc[["d:1", "d:2"], list(cm.COCO_METRICS)] == 0.0).all().all()
+    assert t.loc["d:0", "bleu1"] == pytest.approx(1.0) and values["bleu1"] > 0
+
+
+def test_meteor_jvm_is_kept_alive(corpus):
+    first = cm._get_meteor()
+    corpus_scores({"d:0": "a red circle"}, {"d:0": REFS["d:0"]})
+    assert cm._get_meteor() is first and first.meteor_p.poll() is None
+
+
+@pytest.fixture(scope="module")
+def signals():
+    # input order differs from the manifest order; d:3 has a single reference
+    manifest = pd.DataFrame({"record_id": list(REFS), "image": [f"{i}.png" for i in range(4)],
+                             "captions": [REFS[r] if r != "d:3" else REFS[r][:1] for r in REFS]})
+    ids = ["d:2", "d:0", "d:3", "d:1"]
+    captions = pd.DataFrame({"record_id": ids, "caption": [CANDS[r] for r in ids], "tokens": [[]] * 4})
+    return manifest, captions, metric_signals(captions, manifest)
+
+
+def test_metric_signals_columns_and_keys(signals):
+    _, captions, out = signals
+    assert list(out.columns) == ["record_id", *signal_columns()]
+    assert out["record_id"].tolist() == captions["record_id"].tolist()
+    want = {f"{m}_{a}" for m in ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougeL", "cider")
+            for a in ("mean", "max", "multi")} | {f"{m}_{a}" for m in ("rouge1", "rouge2") for a in ("mean", "max")}
+    assert set(signal_columns()) == want
+    assert all(out[c].dtype == np.float64 for c in want) and out[list(want)].notna().all().all()
+
+
+def test_metric_signals_aggregates(signals):
+    manifest, captions, out = signals
+    out = out.set_index("record_id")
+    refs = dict(zip(manifest["record_id"], manifest["captions"]))
+    cands = dict(zip(captions["record_id"], captions["caption"]))
+    # _multi is the corpus computation with all references
+    _, multi = corpus_scores(cands, refs)
+    for m in cm.COCO_METRICS:
+        assert out.loc[list(cands), f"{m}_multi"].to_numpy() == pytest.approx(multi[m].to_numpy(), abs=1e-9)
+    # _mean/_max: one corpus computation per reference index, over the records that have it
+    per_j = [corpus_scores({r: cands[r] for r in cands if len(refs[r]) > j},
+                           {r: [refs[r][j]] for r in cands if len(refs[r]) > j})[1].set_index("record_id")
+             for j in range(2)]
+    for r in cands:
+        vals = {m: [t.loc[r, m] for t in per_j if r in t.index] for m in cm.COCO_METRICS}
+        for m, v in vals.items():
+            assert out.loc[r, f"{m}_mean"] == pytest.approx(np.mean(v), abs=1e-9), (r, m)
+            assert out.loc[r, f"{m}_max"] == pytest.approx(np.max(v), abs=1e-9), (r, m)
+    # METEOR against several references is its best single-reference score
+    assert out["meteor_multi"].to_numpy() == pytest.approx(out["meteor_max"].to_numpy(), abs=1e-9)
+    # the exact copy of reference 0 maxes out the n-gram overlaps, the mean is lower
+    for m in ("bleu1", "rouge1", "rouge2", "rougeL"):
+        assert out.loc["d:0", f"{m}_max"] == pytest.approx(1.0), m
+        assert out.loc["d:0", f"{m}_mean"] < 1.0
+    assert out.loc["d:3", "rouge1_mean"] == out.loc["d:3", "rouge1_max"]  # one reference
+
+
+def test_metric_signals_bad_input(signals):
+    manifest, captions, _ = signals
+    with pytest.raises(M4IError, match="'zz:1' is not in the manifest"):
+        metric_signals(pd.concat([captions, pd.DataFrame({"record_id": ["zz:1"], "caption": ["x"]})]), manifest)
+    no_refs = manifest.copy()
+    no_refs.at[1, "captions"] = []
+    with pytest.raises(M4IError, match="'d:1'.*no reference"):
+        metric_signals(captions, no_refs)
+    with pytest.raises(M4IError, match="duplicate record id 'd:2'"):
+        metric_signals(pd.concat([captions, captions.iloc[:1]]), manifest)
+    with pytest.raises(M4IError, match="no column 'caption'"):
+        metric_signals(captions.drop(columns="caption"), manifest)
+    with pytest.raises(M4IError, match="'d:9' has no references"):
+        corpus_scores({"d:9": "x"}, REFS)
