@@ -1,8 +1,5 @@
 """Shadow-calibrated membership attacks on per-record signal tables (MB, FB and blind alike).
 
-(Written by the MB-attack helper working on evaluation/attacks/blind; please coordinate before
-rewriting.)
-
 An attack is one config entry, e.g. ``{"method": "linear_svm", "features": [...], "params":
 {"C": 1.0}}``. It is fitted on the shadow captioner's members (``shadow_in``, label 1) and
 non-members (``shadow_out``, label 0) only, and then scores the target's records. Every score is

@@ -1,7 +1,5 @@
 """The blind baseline: membership signals that NEVER query the captioner.
 
-(Written by the MB-attack helper working on evaluation/attacks/blind.)
-
 Per record, statistics of its reference captions and cheap statistics of its image. Run through
 ``m4i.attacks.run_attack`` like any other signal table. On the project's disjoint splits (one
 distribution) it must score AUC ~ 0.5; under the confounded paper protocol (non-members from
