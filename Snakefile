@@ -8,7 +8,7 @@ min_version("9.0")
 # The default study unless --configfile names another (no merge: a study is one whole file).
 if not config:
 
-    configfile: "config/config.yaml"
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 
