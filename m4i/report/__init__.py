@@ -1,0 +1,1 @@
+"""Tables and figures of the study, built from attack metrics.json and utility JSON files."""

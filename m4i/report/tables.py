@@ -1,0 +1,373 @@
+"""Result tables (CSV + Markdown) from attack metrics.json and utility JSON files.
+
+Every row carries a stable ``row_id`` and a ``sources`` column (semicolon-separated paths
+relative to the results root) so that ``m4i provenance <table> <row_id>`` can trace it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from m4i.io import M4IError, atomic_path, read_json
+
+# Paper headline numbers (Hu et al., NeurIPS 2022): unrestricted average attack success rate.
+PAPER_ASR_PCT = {"mb": 72.5, "fb": 94.83}
+PAPER_REF = "Hu et al., NeurIPS 2022 (arXiv 2209.06997), unrestricted average ASR"
+FAMILIES = ("mb", "fb", "blind")
+CAPTION_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougeL", "cider")
+# File stems under tables/ (rules/results.smk declares the same list).
+TABLE_NAMES = ("attacks", "summary", "quality", "blind", "paper_vs_run")
+
+
+# --------------------------------------------------------------------------- loading
+def family_of(attack: str) -> str:
+    """mb / fb / blind from the attack name's prefix; anything else is 'other'."""
+    prefix = attack.split("-", 1)[0]
+    return prefix if prefix in FAMILIES else "other"
+
+
+def fpr_column(key: str) -> str:
+    """'0.01' -> 'tpr@1%fpr', '0.001' -> 'tpr@0.1%fpr'."""
+    return f"tpr@{float(key) * 100:g}%fpr"
+
+
+def _source(path: str | os.PathLike, results_root: str | os.PathLike) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path(results_root).resolve()).as_posix()
+    except ValueError:
+        raise M4IError(f"{path} is not under the results root {results_root}") from None
+
+
+def _get(doc: dict, path: str, src: str):
+    cur = doc
+    for key in path.split("."):
+        if not isinstance(cur, dict) or key not in cur:
+            raise M4IError(f"{src}: missing key {path!r}")
+        cur = cur[key]
+    return cur
+
+
+def _num(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def attack_row(doc: dict, source: str) -> dict:
+    """One attacks-table row from a parsed metrics.json (``source``: path rel. to results root)."""
+    attack, scenario = _get(doc, "attack", source), _get(doc, "scenario", source)
+    seed = int(_get(doc, "seed", source))
+    parts = Path(source).parts
+    # The layout attacks/<scenario>/<attack>/s<k>/metrics.json must agree with the content.
+    if len(parts) == 5 and parts[0] == "attacks" and parts[1:4] != (scenario, attack, f"s{seed}"):
+        raise M4IError(f"{source}: file says scenario={scenario} attack={attack} seed={seed}, "
+                       f"its path says {'/'.join(parts[1:4])}")
+    m = _get(doc, "metrics", source)
+    ci = m.get("ci95", {})
+    # A CI is null when it was not computed (n_bootstrap 0 or one class only).
+    auc_ci = ci.get("auc") or [None, None]
+    asr_ci = ci.get("attack_success_rate") or [None, None]
+    row = {
+        "row_id": f"attack:{scenario}:{attack}:s{seed}",
+        "scenario": scenario,
+        "attack": attack,
+        "family": family_of(attack),
+        "uses_references": bool(doc.get("uses_references")),
+        "target_model": doc.get("target_model"),
+        "shadow_model": doc.get("shadow_model"),
+        "seed": seed,
+        "attack_success_rate": _num(_get(m, "attack_success_rate", source)),
+        "precision": _num(m.get("precision")),
+        "recall": _num(m.get("recall")),
+        "auc": _num(_get(m, "auc", source)),
+        "auc_ci_lo": _num(auc_ci[0]), "auc_ci_hi": _num(auc_ci[1]),
+        "asr_ci_lo": _num(asr_ci[0]), "asr_ci_hi": _num(asr_ci[1]),
+    }
+    for key, op in sorted(m.get("tpr_at_fpr", {}).items(), key=lambda kv: -float(kv[0])):
+        # An operating point that the scores cannot reach is "undefined", never 0.
+        row[fpr_column(key)] = _num(op.get("tpr")) if op.get("defined") else float("nan")
+    row.update(
+        threshold=_num(doc.get("decision", {}).get("threshold")),
+        n=int(_get(m, "n", source)),
+        n_members=int(m.get("n_members", -1)),
+        n_nonmembers=int(m.get("n_nonmembers", -1)),
+        sources=source,
+    )
+    return row
+
+
+def attacks_table(metrics_paths: list[str], results_root: str | os.PathLike) -> pd.DataFrame:
+    """(a) One row per scenario x attack x seed (x target model), in a stable order."""
+    rows = [attack_row(read_json(p), _source(p, results_root)) for p in metrics_paths]
+    if not rows:
+        raise M4IError("attacks_table: no metrics.json paths given")
+    df = pd.DataFrame(rows)
+    dup = df[df["row_id"].duplicated(keep=False)]
+    if len(dup):
+        raise M4IError(f"attacks_table: duplicate row ids {sorted(set(dup['row_id']))} "
+                       f"from {list(dup['sources'])}")
+    # Scenarios and attacks keep the order in which the caller (config order) lists them.
+    scen_order = {s: i for i, s in enumerate(dict.fromkeys(df["scenario"]))}
+    att_order = {a: i for i, a in enumerate(dict.fromkeys(df["attack"]))}
+    df = df.assign(_s=df["scenario"].map(scen_order), _a=df["attack"].map(att_order))
+    df = df.sort_values(["_s", "_a", "seed"], kind="stable").drop(columns=["_s", "_a"])
+    return df.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- summary
+def _tpr_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith("tpr@")]
+
+
+def mean_ci(values) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval over seeds; NaN if any seed is undefined or fewer than 2."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 0 or np.isnan(v).any():
+        return float("nan"), float("nan"), float("nan")
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, float("nan"), float("nan")
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+def summary_table(attacks: pd.DataFrame) -> pd.DataFrame:
+    """(b) Per scenario x attack: mean +- 95 % CI over seeds, or the single seed's bootstrap CI."""
+    metrics = ["attack_success_rate", "auc", "precision", "recall", *_tpr_columns(attacks)]
+    boot = {"attack_success_rate": ("asr_ci_lo", "asr_ci_hi"), "auc": ("auc_ci_lo", "auc_ci_hi")}
+    rows = []
+    for (scenario, attack), g in attacks.groupby(["scenario", "attack"], sort=False):
+        row = {
+            "row_id": f"summary:{scenario}:{attack}", "scenario": scenario, "attack": attack,
+            "family": g["family"].iloc[0], "uses_references": bool(g["uses_references"].iloc[0]),
+            "n_seeds": len(g), "seeds": ";".join(str(s) for s in g["seed"]),
+            "ci_method": "t over seeds" if len(g) > 1 else "bootstrap (single seed)",
+        }
+        for m in metrics:
+            if len(g) > 1:
+                row[f"{m}_mean"], row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = mean_ci(g[m])
+            else:
+                lo_col, hi_col = boot.get(m, (None, None))
+                row[f"{m}_mean"] = float(g[m].iloc[0])
+                row[f"{m}_ci_lo"] = float(g[lo_col].iloc[0]) if lo_col else float("nan")
+                row[f"{m}_ci_hi"] = float(g[hi_col].iloc[0]) if hi_col else float("nan")
+        row["sources"] = ";".join(g["sources"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- caption quality
+def parse_model_id(model_id: str) -> dict:
+    """<dataset>-<arch>-<role>-s<k>[-<defense>] -> parts; unknown shapes give None fields."""
+    parts = model_id.split("-")
+    if len(parts) >= 4 and parts[3].startswith("s") and parts[3][1:].isdigit():
+        return {"dataset": parts[0], "arch": parts[1], "role": parts[2], "seed": int(parts[3][1:]),
+                "defense": "-".join(parts[4:]) or None}
+    return {"dataset": None, "arch": None, "role": None, "seed": None, "defense": None}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def caption_quality_table(utility_paths: list[str], results_root: str | os.PathLike) -> pd.DataFrame:
+    """(c) Per captioner x metric: held-out vs members vs fixed-caption baseline, and the gap."""
+    rows = []
+    for path in utility_paths:
+        src = _source(path, results_root)
+        doc = read_json(path)
+        model_id = Path(path).stem
+        held, mem = _get(doc, "heldout", src), _get(doc, "members", src)
+        gap = doc.get("gap", {})
+        base = doc.get("baseline_fixed_caption", {})
+        metrics = [m for m in CAPTION_METRICS if m in held] + sorted(set(held) - set(CAPTION_METRICS))
+        info = {"model_id": model_id, **parse_model_id(model_id)}
+        for m in metrics:
+            rows.append({
+                "row_id": f"utility:{model_id}:{m}", **info, "metric": m,
+                "heldout": _num(held.get(m)), "members": _num(mem.get(m)),
+                # gap = members - heldout; recomputed if the file lacks it.
+                "gap": _num(gap[m]) if m in gap else _num(mem.get(m)) - _num(held.get(m)),
+                "fixed_caption_heldout": _num(base.get("heldout", {}).get(m)),
+                "heldout_minus_fixed": _num(held.get(m)) - _num(base.get("heldout", {}).get(m)),
+                "fixed_caption": base.get("caption"), "sources": src,
+            })
+        # Content accuracy: {"heldout", "members", "baseline_fixed_caption": {attr: value}}
+        # (m4i.models.quality), {} for real data; a flat {attr: value} is kept apart.
+        acc = doc.get("content_accuracy") or {}
+        if isinstance(acc.get("heldout"), dict) or isinstance(acc.get("members"), dict):
+            h, mm = _flat(acc.get("heldout", {})), _flat(acc.get("members", {}))
+            fx = _flat(acc.get("baseline_fixed_caption", {}))
+            for key in sorted(set(h) | set(mm)):
+                rows.append({"row_id": f"utility:{model_id}:content_accuracy.{key}", **info,
+                             "metric": f"content_accuracy.{key}", "heldout": _num(h.get(key)),
+                             "members": _num(mm.get(key)),
+                             "gap": _num(mm.get(key)) - _num(h.get(key)),
+                             "fixed_caption_heldout": _num(fx.get(key)),
+                             "heldout_minus_fixed": _num(h.get(key)) - _num(fx.get(key)),
+                             "fixed_caption": base.get("caption"), "sources": src})
+        else:
+            for key, val in sorted(_flat(acc).items()):
+                # Which split a flat value was measured on is not stated: keep it apart.
+                rows.append({"row_id": f"utility:{model_id}:content_accuracy.{key}", **info,
+                             "metric": f"content_accuracy.{key}", "value": _num(val),
+                             "sources": src})
+    cols = ["row_id", "model_id", "dataset", "arch", "role", "seed", "defense", "metric", "heldout",
+            "members", "gap", "fixed_caption_heldout", "heldout_minus_fixed", "value",
+            "fixed_caption", "sources"]
+    df = pd.DataFrame(rows)
+    df = df.reindex(columns=[c for c in cols if c in df.columns or c != "value"])
+    return df
+
+
+# --------------------------------------------------------------------------- blind vs attacks
+def blind_vs_attacks_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """(d) Per scenario: the blind baseline beside the mean and best MB / FB attack."""
+    rows = []
+    for scenario, g in summary.groupby("scenario", sort=False):
+        row = {"row_id": f"blind:{scenario}", "scenario": scenario,
+               "confounded": "confounded" in scenario}
+        blind = g[g["family"] == "blind"]
+        for col, src in (("blind_asr", "attack_success_rate_mean"), ("blind_auc", "auc_mean"),
+                         ("blind_auc_ci_lo", "auc_ci_lo"), ("blind_auc_ci_hi", "auc_ci_hi")):
+            row[col] = float(blind[src].iloc[0]) if len(blind) else float("nan")
+        for fam in ("mb", "fb"):
+            f = g[g["family"] == fam]
+            row[f"{fam}_n_attacks"] = len(f)
+            row[f"{fam}_mean_asr"] = float(f["attack_success_rate_mean"].mean()) if len(f) else float("nan")
+            row[f"{fam}_mean_auc"] = float(f["auc_mean"].mean()) if len(f) else float("nan")
+            best = f.loc[f["auc_mean"].idxmax()] if len(f) and f["auc_mean"].notna().any() else None
+            row[f"{fam}_best_attack"] = None if best is None else best["attack"]
+            row[f"{fam}_best_auc"] = float("nan") if best is None else float(best["auc_mean"])
+        notes = []
+        if row["confounded"]:
+            notes.append("members and non-members come from different datasets: "
+                         "a blind attack can win without the model")
+        if row["blind_auc_ci_lo"] > 0.5:
+            notes.append("blind baseline above chance: the split itself leaks membership")
+        row["note"] = "; ".join(notes)
+        row["sources"] = ";".join(g["sources"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- paper vs run
+def _setting_str(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return ";".join(str(x) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True, separators=(",", ":"))
+    return str(v)
+
+
+def paper_vs_run_table(summary: pd.DataFrame, settings: dict,
+                       scenario: str = "unrestricted") -> pd.DataFrame:
+    """(e) Paper headline ASR vs this run's average over the scenario's mb-* / fb-* attacks.
+
+    Each attack counts once (its mean over seeds), as the paper averages over attacks.
+    """
+    rows = []
+    for fam, paper in PAPER_ASR_PCT.items():
+        f = summary[(summary["scenario"] == scenario) & (summary["family"] == fam)]
+        asr = f["attack_success_rate_mean"] * 100.0
+        run = float(asr.mean()) if len(f) else float("nan")
+        rows.append({
+            "row_id": f"paper:{fam}", "family": fam, "scenario": scenario,
+            "paper_asr_pct": paper, "run_asr_pct": run, "difference_pp": run - paper,
+            "run_asr_min_pct": float(asr.min()) if len(f) else float("nan"),
+            "run_asr_max_pct": float(asr.max()) if len(f) else float("nan"),
+            "n_attacks": len(f), "attacks": ";".join(f["attack"]),
+            "n_seeds": int(f["n_seeds"].max()) if len(f) else 0,
+            **{k: _setting_str(v) for k, v in settings.items()},
+            "paper_source": PAPER_REF,
+            "sources": ";".join(f["sources"]),
+        })
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- writing
+def _write_text(text: str, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    # NaN spelled out: an empty cell would hide "undefined" from a reader.
+    _write_text(df.to_csv(index=False, na_rep="NaN", lineterminator="\n"), Path(path))
+
+
+def to_markdown(df: pd.DataFrame, title: str) -> str:
+    shown = df.copy()
+    for c in _tpr_columns(shown):
+        shown[c] = shown[c].map(lambda v: "undefined" if pd.isna(v) else f"{v:.4g}")
+    shown = shown.astype(object).where(shown.notna(), None)  # tabulate's missingval needs None
+    body = shown.to_markdown(index=False, floatfmt=".4g", missingval="n/a")
+    return f"# {title}\n\n{body}\n"
+
+
+TITLES = {
+    "attacks": "Attacks: one row per scenario x attack x seed",
+    "summary": "Attacks summarised over seeds (mean and 95 % CI)",
+    "quality": "Caption quality per captioner: held-out vs members vs fixed caption",
+    "blind": "Blind baseline vs attacks per scenario",
+    "paper_vs_run": "Paper headline numbers vs this run",
+}
+
+
+def build_tables(metrics_paths: list[str], utility_paths: list[str],
+                 results_root: str | os.PathLike, out_dir: str | os.PathLike,
+                 settings: dict) -> list[str]:
+    """Write the five tables as <out_dir>/<name>.csv and .md; return the written paths."""
+    attacks = attacks_table(list(metrics_paths), results_root)
+    summary = summary_table(attacks)
+    tables = {
+        "attacks": attacks,
+        "summary": summary,
+        "quality": caption_quality_table(list(utility_paths), results_root),
+        "blind": blind_vs_attacks_table(summary),
+        "paper_vs_run": paper_vs_run_table(summary, dict(settings)),
+    }
+    out, written = Path(out_dir), []
+    for name in TABLE_NAMES:
+        write_csv(tables[name], out / f"{name}.csv")
+        _write_text(to_markdown(tables[name], TITLES[name]), out / f"{name}.md")
+        written += [str(out / f"{name}.csv"), str(out / f"{name}.md")]
+    return written
+
+
+def _none_if_nan(x):
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def headline_metrics(metrics_paths: list[str]) -> dict:
+    """Small nested dict of numbers for ``dvc metrics``: per scenario x attack mean over seeds
+    (ASR, AUC, TPR at the low-FPR points) and the unrestricted average ASR (%) per family."""
+    rows = [attack_row(read_json(p), Path(p).as_posix()) for p in metrics_paths]
+    if not rows:
+        raise M4IError("headline_metrics: no metrics.json paths given")
+    summary = summary_table(pd.DataFrame(rows))
+    keep = ["attack_success_rate", "auc", *[c for c in rows[0] if c.startswith("tpr@")]]
+    attacks: dict = {}
+    for _, r in summary.iterrows():
+        entry = {m: _none_if_nan(float(r[f"{m}_mean"])) for m in keep if f"{m}_mean" in r}
+        entry["n_seeds"] = int(r["n_seeds"])
+        attacks.setdefault(r["scenario"], {})[r["attack"]] = entry
+    paper = paper_vs_run_table(summary, {}).set_index("family")
+    return {
+        "attacks": attacks,
+        "unrestricted_average_asr_pct": {
+            fam: {"run": _none_if_nan(float(paper.loc[fam, "run_asr_pct"])), "paper": PAPER_ASR_PCT[fam]}
+            for fam in PAPER_ASR_PCT
+        },
+    }

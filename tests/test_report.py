@@ -1,0 +1,227 @@
+"""Tables and figures from hand-made metrics.json / utility JSON files."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from m4i.io import M4IError, write_json
+from m4i.report import tables as T
+
+
+def metrics_doc(scenario, attack, seed, asr, auc, *, tpr1=0.2, tpr01=None, refs=True):
+    tpr = {"0.01": {"target_fpr": 0.01, "defined": True, "tpr": tpr1, "fpr": 0.01, "threshold": 0.9},
+           "0.001": ({"target_fpr": 0.001, "defined": True, "tpr": tpr01, "fpr": 0.001}
+                     if tpr01 is not None else {"defined": False, "reason": "too few negatives"})}
+    return {
+        "attack": attack, "scenario": scenario, "seed": seed,
+        "target_model": f"shapes-lstm-target-s{seed}", "shadow_model": f"shapes-lstm-shadow0-s{seed}",
+        "signal": "metrics", "uses_references": refs,
+        "decision": {"rule": "score >= threshold", "threshold": 0.5},
+        "metrics": {"n": 600, "n_members": 300, "n_nonmembers": 300,
+                    "attack_success_rate": asr, "precision": asr + 0.01, "recall": asr - 0.01,
+                    "auc": auc, "ci95": {"auc": [auc - 0.05, auc + 0.05],
+                                         "attack_success_rate": [asr - 0.04, asr + 0.04],
+                                         "n_bootstrap": 100, "seed": 0},
+                    "tpr_at_fpr": tpr,
+                    "roc": {"fpr": [0.0, 0.0005, 0.01, 0.3, 1.0], "tpr": [0.0, 0.05, 0.2, 0.8, 1.0],
+                            "thresholds": [2.0, 0.95, 0.9, 0.5, 0.0]}},
+    }
+
+
+# scenario, attack, seed, asr, auc
+RUNS = [
+    ("unrestricted", "mb-svm", 0, 0.70, 0.78),
+    ("unrestricted", "mb-svm", 1, 0.80, 0.86),
+    ("unrestricted", "mb-logreg", 0, 0.60, 0.66),
+    ("unrestricted", "mb-logreg", 1, 0.70, 0.74),
+    ("unrestricted", "fb-paper-mlp", 0, 0.90, 0.95),
+    ("unrestricted", "fb-paper-mlp", 1, 0.95, 0.97),
+    ("unrestricted", "blind", 0, 0.50, 0.49),
+    ("unrestricted", "blind", 1, 0.52, 0.51),
+    ("data-restricted", "mb-svm", 0, 0.62, 0.68),
+    ("paper_protocol_confounded", "blind", 0, 0.95, 0.99),
+]
+
+
+@pytest.fixture()
+def study(tmp_path):
+    root = tmp_path / "results" / "default"
+    paths = []
+    for scen, att, seed, asr, auc in RUNS:
+        p = root / "attacks" / scen / att / f"s{seed}" / "metrics.json"
+        write_json(metrics_doc(scen, att, seed, asr, auc, tpr01=0.05 if att == "mb-svm" else None,
+                               refs=att.startswith("mb")), p)
+        paths.append(str(p))
+    util = root / "utility" / "shapes-lstm-target-s0.json"
+    write_json({"heldout": {"bleu1": 0.6, "bleu4": 0.2, "cider": 0.9},
+                "members": {"bleu1": 0.8, "bleu4": 0.4, "cider": 1.5},
+                "gap": {"bleu1": 0.2, "bleu4": 0.2, "cider": 0.6},
+                "baseline_fixed_caption": {"caption": "a red circle", "heldout": {"bleu1": 0.5, "bleu4": 0.1, "cider": 0.3}},
+                "content_accuracy": {"heldout": {"colour": 0.7}, "members": {"colour": 0.9}, "baseline_fixed_caption": {"colour": 0.25}}}, util)
+    return root, paths, [str(util)]
+
+
+def test_attacks_table_rows(study):
+    root, paths, _ = study
+    df = T.attacks_table(paths, root)
+    assert len(df) == len(RUNS)
+    assert df["row_id"].iloc[0] == "attack:unrestricted:mb-svm:s0"
+    r = df.set_index("row_id").loc["attack:unrestricted:fb-paper-mlp:s1"]
+    assert r["family"] == "fb" and r["attack_success_rate"] == 0.95 and r["auc"] == 0.97
+    assert (r["asr_ci_lo"], r["asr_ci_hi"]) == pytest.approx((0.91, 0.99))
+    assert r["tpr@1%fpr"] == 0.2 and math.isnan(r["tpr@0.1%fpr"])  # undefined, not 0
+    assert r["sources"] == "attacks/unrestricted/fb-paper-mlp/s1/metrics.json"
+    svm = df.set_index("row_id").loc["attack:unrestricted:mb-svm:s0"]
+    assert svm["tpr@0.1%fpr"] == 0.05 and bool(svm["uses_references"])
+    assert set(df["family"]) == {"mb", "fb", "blind"}
+    # config order kept: scenarios in order of first appearance
+    assert list(dict.fromkeys(df["scenario"])) == ["unrestricted", "data-restricted", "paper_protocol_confounded"]
+
+
+def test_attacks_table_rejects_path_content_mismatch(tmp_path):
+    p = tmp_path / "attacks" / "unrestricted" / "mb-svm" / "s0" / "metrics.json"
+    write_json(metrics_doc("unrestricted", "mb-logreg", 0, 0.6, 0.6), p)
+    with pytest.raises(M4IError, match="mb-logreg"):
+        T.attacks_table([str(p)], tmp_path)
+
+
+def test_attacks_table_rejects_paths_outside_root(study, tmp_path):
+    root, paths, _ = study
+    with pytest.raises(M4IError, match="not under the results root"):
+        T.attacks_table(paths, tmp_path / "elsewhere")
+
+
+def test_summary_mean_ci_over_seeds_and_single_seed_bootstrap(study):
+    root, paths, _ = study
+    s = T.summary_table(T.attacks_table(paths, root)).set_index("row_id")
+    svm = s.loc["summary:unrestricted:mb-svm"]
+    assert svm["n_seeds"] == 2 and svm["seeds"] == "0;1"
+    assert svm["attack_success_rate_mean"] == pytest.approx(0.75)
+    half = 12.7062047 * (0.1 / math.sqrt(2)) / math.sqrt(2)  # t(0.975, 1) * sd / sqrt(n)
+    assert svm["attack_success_rate_ci_lo"] == pytest.approx(0.75 - half, rel=1e-6)
+    assert svm["ci_method"] == "t over seeds"
+    assert svm["sources"].split(";") == ["attacks/unrestricted/mb-svm/s0/metrics.json",
+                                         "attacks/unrestricted/mb-svm/s1/metrics.json"]
+    # tpr@0.1% undefined in every seed of mb-logreg -> undefined summary
+    assert math.isnan(s.loc["summary:unrestricted:mb-logreg", "tpr@0.1%fpr_mean"])
+    single = s.loc["summary:data-restricted:mb-svm"]
+    assert single["ci_method"].startswith("bootstrap")
+    assert (single["auc_mean"], single["auc_ci_lo"], single["auc_ci_hi"]) == pytest.approx((0.68, 0.63, 0.73))
+
+
+def test_paper_vs_run_averages(study):
+    root, paths, _ = study
+    s = T.summary_table(T.attacks_table(paths, root))
+    settings = {"study": "default", "datasets": ["shapes", "doodles"], "archs": ["lstm", "tfm"], "seeds": [0, 1]}
+    p = T.paper_vs_run_table(s, settings).set_index("row_id")
+    # MB: (mean(.70,.80) + mean(.60,.70)) / 2 = 0.70; FB: mean(.90,.95) = 0.925
+    assert p.loc["paper:mb", "run_asr_pct"] == pytest.approx(70.0)
+    assert p.loc["paper:mb", "difference_pp"] == pytest.approx(-2.5)
+    assert p.loc["paper:fb", "run_asr_pct"] == pytest.approx(92.5)
+    assert p.loc["paper:fb", "paper_asr_pct"] == 94.83
+    assert p.loc["paper:mb", "n_attacks"] == 2 and p.loc["paper:mb", "datasets"] == "shapes;doodles"
+    assert "data-restricted" not in p.loc["paper:mb", "sources"]  # unrestricted only
+    assert "blind" not in p.loc["paper:mb", "sources"]
+
+
+def test_blind_vs_attacks_flags_confounded(study):
+    root, paths, _ = study
+    b = T.blind_vs_attacks_table(T.summary_table(T.attacks_table(paths, root))).set_index("row_id")
+    conf = b.loc["blind:paper_protocol_confounded"]
+    assert bool(conf["confounded"]) and conf["blind_auc"] == 0.99 and conf["mb_n_attacks"] == 0
+    assert "blind" in conf["note"]
+    un = b.loc["blind:unrestricted"]
+    assert not un["confounded"] and un["blind_auc"] == pytest.approx(0.50)
+    assert un["mb_best_attack"] == "mb-svm" and un["fb_best_auc"] == pytest.approx(0.96)
+    assert un["note"] == ""
+
+
+def test_caption_quality_table(study):
+    root, _, util = study
+    c = T.caption_quality_table(util, root).set_index("row_id")
+    r = c.loc["utility:shapes-lstm-target-s0:bleu4"]
+    assert (r["heldout"], r["members"], r["gap"], r["fixed_caption_heldout"]) == (0.2, 0.4, 0.2, 0.1)
+    assert r["arch"] == "lstm" and r["role"] == "target" and r["sources"] == "utility/shapes-lstm-target-s0.json"
+    assert list(c["metric"][:3]) == ["bleu1", "bleu4", "cider"]
+    acc = c.loc["utility:shapes-lstm-target-s0:content_accuracy.colour"]
+    assert acc["members"] == 0.9 and acc["gap"] == pytest.approx(0.2) and acc["fixed_caption_heldout"] == 0.25
+
+
+def test_build_tables_writes_csv_and_markdown(study):
+    root, paths, util = study
+    out = root / "tables"
+    written = T.build_tables(paths, util, root, out, {"study": "default", "seeds": [0, 1]})
+    assert len(written) == 10 and all((out / p).stat().st_size > 0 for p in written)
+    back = pd.read_csv(out / "attacks.csv").set_index("row_id")
+    assert math.isnan(back.loc["attack:unrestricted:blind:s0", "tpr@0.1%fpr"])
+    md = (out / "attacks.md").read_text()
+    assert "undefined" in md and "attack:unrestricted:mb-svm:s0" in md
+    assert "paper:fb" in (out / "paper_vs_run.md").read_text()
+    assert "nan" not in (out / "blind.md").read_text() and "n/a" in (out / "blind.md").read_text()
+    assert (out / "quality.csv").is_file() and (out / "blind.md").is_file()
+
+
+def test_figures_written_deterministic_and_readable(study, tmp_path):
+    from PIL import Image
+
+    from m4i.io import write_table
+    from m4i.report.figures import build_figures
+
+    root, paths, util = study
+    write_table(pd.DataFrame({"record_id": list("abcd"), "rougeL_mean": [0.9, 0.8, 0.3, 0.2]}),
+                tmp_path / "in.parquet")
+    write_table(pd.DataFrame({"record_id": list("efgh"), "rougeL_mean": [0.4, 0.3, 0.2, 0.1]}),
+                tmp_path / "out.parquet")
+    write_table(pd.DataFrame({"record_id": list("abcd"), "label": [1, 1, 0, 0], "cos": [0.9, 0.7, 0.2, 0.1]}),
+                tmp_path / "scores.parquet")
+    dists = [{"title": "MB: ROUGE-L", "column": "rougeL_mean",
+              "members": str(tmp_path / "in.parquet"), "nonmembers": str(tmp_path / "out.parquet")},
+             {"title": "FB: cosine", "column": "cos", "path": str(tmp_path / "scores.parquet")}]
+    a = build_figures(paths[:4] + paths[8:], util, dists, tmp_path / "a")
+    names = sorted(p.split("/")[-1] for p in a)
+    assert names == sorted(f"{f}.{e}" for f in ("roc_linear", "roc_loglog", "attack_summary",
+                                                "distributions", "quality") for e in ("png", "pdf"))
+    assert all((tmp_path / "a" / n).stat().st_size > 1000 for n in names)
+    # Same inputs -> same bytes (no timestamps in PNG/PDF metadata). Declared figures
+    # without inputs still exist (a placeholder saying so).
+    build_figures(paths[:4] + paths[8:], [], [], tmp_path / "b")
+    for name in ("roc_loglog.png", "roc_loglog.pdf", "attack_summary.pdf"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "b" / "quality.png").stat().st_size > 1000
+    with Image.open(tmp_path / "a" / "roc_linear.png") as im:
+        assert im.size[0] > 1000
+
+
+def test_distribution_input_names_missing_column(tmp_path):
+    from m4i.io import write_table
+    from m4i.report.figures import load_distribution
+
+    write_table(pd.DataFrame({"record_id": ["a"], "label": [1], "score": [0.1]}), tmp_path / "s.parquet")
+    with pytest.raises(M4IError, match="s.parquet: no column 'cos'"):
+        load_distribution({"column": "cos", "path": str(tmp_path / "s.parquet")})
+
+
+def test_headline_metrics(study):
+    _, paths, _ = study
+    h = T.headline_metrics(paths)
+    assert h["attacks"]["unrestricted"]["mb-svm"]["attack_success_rate"] == pytest.approx(0.75)
+    assert h["attacks"]["unrestricted"]["mb-logreg"]["tpr@0.1%fpr"] is None  # undefined, JSON null
+    assert h["unrestricted_average_asr_pct"]["mb"] == {"run": pytest.approx(70.0), "paper": 72.5}
+
+
+def test_tables_accept_real_evaluate_output(tmp_path):
+    evaluation = pytest.importorskip("m4i.evaluation", reason="m4i.evaluation not written yet")
+    import numpy as np
+
+    labels = np.repeat([1, 0], 20)
+    scores = np.linspace(0, 1, 40)[::-1]  # members score higher: perfect separation
+    m = evaluation.evaluate(labels, scores, 0.5, fpr_targets=(0.01, 0.001), n_bootstrap=0, seed=0)
+    p = tmp_path / "attacks" / "unrestricted" / "fb-clip-mlp" / "s0" / "metrics.json"
+    write_json({"attack": "fb-clip-mlp", "scenario": "unrestricted", "seed": 0, "uses_references": False,
+                "target_model": "t", "shadow_model": "s", "decision": {"threshold": 0.5}, "metrics": m}, p)
+    r = T.attacks_table([str(p)], tmp_path).iloc[0]
+    assert r["auc"] == 1.0 and r["attack_success_rate"] == 1.0 and r["family"] == "fb"
+    assert math.isnan(r["auc_ci_lo"])  # n_bootstrap 0: no CI, not a crash
+    assert math.isnan(r["tpr@1%fpr"])  # 0.01 * 20 negatives < 1: undefined
