@@ -379,6 +379,12 @@ def _caption(scene: dict, salience: dict, rng: np.random.Generator) -> str:
         else:
             flags[key][i] = False
         text = _render_caption(scene, flags, template, seed)
+    # Only mandatory words left (3 doodles "in <colour> ink"): other synonym draws, derived from
+    # ``seed`` without touching ``rng`` so that the image's other captions stay as they are.
+    for k in range(1, 33):
+        if len(tokenize(text)) <= MAX_CAPTION_TOKENS:
+            break
+        text = _render_caption(scene, flags, template, (seed + k) % 2**31)
     return text
 
 
