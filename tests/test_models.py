@@ -248,6 +248,19 @@ def test_epoch_batches_grouped_seeded_and_complete():
     assert [len(b) for b in epoch_batches(lengths[:7], 3, False, 0, 1)] == [3, 4]  # no lone pair
 
 
+def test_image_batches_keep_images_whole_seeded_and_complete():
+    pair_rec = np.repeat(np.arange(7), 3)  # 7 images x 3 captions
+    b1 = train_mod.image_batches(pair_rec, 7, seed=0, epoch=1)
+    assert sorted(np.concatenate(b1).tolist()) == list(range(len(pair_rec)))
+    assert all(len(b) <= 7 and len(b) % 3 == 0 for b in b1)  # whole images, within the size
+    assert all(len(set(pair_rec[b])) == len(b) // 3 for b in b1)
+    again = train_mod.image_batches(pair_rec, 7, seed=0, epoch=1)
+    assert [b.tolist() for b in b1] == [b.tolist() for b in again]
+    assert [b.tolist() for b in b1] != [b.tolist() for b in train_mod.image_batches(pair_rec, 7, 0, 2)]
+    lone = train_mod.image_batches(np.array([0, 0, 1, 1, 2]), 2, 0, 1)
+    assert all(len(b) > 1 for b in lone)  # a lone pair joins a neighbour
+
+
 def test_rng_state_round_trip(tmp_path):
     import random
 
@@ -285,6 +298,16 @@ def test_vit_gpt2_trains_decodes_and_reloads(data, tmp_path):
     assert generate_captions(ckpt, df, root, None, {"method": "beam", "beam_size": 2, "max_len": 8}).shape[0] == len(df)
     with pytest.raises(M4IError, match="max_len"):
         generate_captions(ckpt, df, root, None, {"max_len": 40})
+    # Encoding each distinct image once (image_index) gives the logits of repeated images.
+    model, _ = load_captioner(ckpt)
+    images, tokens = torch.randn(2, 3, 16, 16), torch.randint(4, len(vocab), (5, 6))
+    index = torch.tensor([0, 1, 1, 0, 1])
+    with torch.no_grad():
+        assert torch.allclose(model(images, tokens, index), model(images[index], tokens), atol=1e-5)
+    grouped = _vit_arch()
+    grouped["train"].update(epochs=1, image_grouped=True, captions_per_image=2)
+    loss = train_captioner(grouped, df, root, None, vocab, 0, tmp_path / "g.pt", None)
+    assert np.isfinite(loss["train_loss"]).all()
 
 
 def test_vit_gpt2_pretrained_path(data, tmp_path):

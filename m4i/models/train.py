@@ -28,7 +28,7 @@ from m4i.text import Vocab
 KINDS = ("show_tell", "vit_gpt2")
 TRAIN_DEFAULTS = {
     "epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0,
-    "weight_decay": 0.0, "length_grouped": True, "grad_clip": None, "captions_per_image": None,
+    "weight_decay": 0.0, "length_grouped": True, "image_grouped": False, "grad_clip": None, "captions_per_image": None,
 }
 LOSS_COLUMNS = ["epoch", "train_loss", "seconds"]
 
@@ -145,6 +145,40 @@ def epoch_pairs(pair_rec: np.ndarray, captions_per_image: int | None, seed: int,
     for a, b in zip(starts, np.r_[starts[1:], len(order)]):
         rank[order[a:b]] = np.arange(b - a)
     return np.flatnonzero(rank < captions_per_image)
+
+
+def image_batches(pair_rec: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Seeded batches of whole images (all their pairs), at most ``batch_size`` pairs each
+    unless one image alone has more.
+
+    For encoders that are costly per image (ViT on pixels), which then encode each image once
+    per batch instead of once per caption. A batch of one pair joins a neighbour.
+    """
+    rng = np.random.default_rng(derive_seed(seed, "image-batches", epoch))
+    order = np.argsort(pair_rec, kind="stable")
+    cuts = np.flatnonzero(np.diff(pair_rec[order])) + 1
+    groups = np.split(order, cuts) if len(order) else []
+    batches, current, size = [], [], 0
+    for g in rng.permutation(len(groups)):
+        if current and size + len(groups[g]) > batch_size:
+            batches.append(np.concatenate(current))
+            current, size = [], 0
+        current.append(groups[g])
+        size += len(groups[g])
+    if current:
+        batches.append(np.concatenate(current))
+    return _merge_lone_pairs(batches)
+
+
+def _merge_lone_pairs(batches: list[np.ndarray]) -> list[np.ndarray]:
+    """Join every one-pair batch to its predecessor (the first to its successor)."""
+    out: list[np.ndarray] = []
+    for b in batches:
+        if out and (len(b) == 1 or len(out[-1]) == 1):
+            out[-1] = np.concatenate([out[-1], b])
+        else:
+            out.append(b)
+    return out
 
 
 def pad_tokens(seqs: list[list[int]], pad: int) -> torch.Tensor:
@@ -282,11 +316,19 @@ def train_captioner(arch: dict, records: pd.DataFrame, root, features: dict | No
         model.train()
         total, count = 0.0, 0
         active = epoch_pairs(pair_rec, train["captions_per_image"], seed, epoch)
-        for sub in epoch_batches(lengths[active], train["batch_size"], bool(train["length_grouped"]), seed, epoch):
+        if train["image_grouped"]:
+            subs = image_batches(pair_rec[active], train["batch_size"], seed, epoch)
+        else:
+            subs = epoch_batches(lengths[active], train["batch_size"], bool(train["length_grouped"]), seed, epoch)
+        for sub in subs:
             batch = active[sub]
-            inputs = source.take(pair_rec[batch]).to(device)
             tokens = pad_tokens([pair_ids[j] for j in batch], vocab.pad).to(device)
-            loss, n = caption_loss(model(inputs, tokens), tokens, vocab.pad)
+            if getattr(model, "shares_images", False):  # encode each distinct image once
+                recs, inverse = np.unique(pair_rec[batch], return_inverse=True)
+                logits = model(source.take(recs).to(device), tokens, torch.as_tensor(inverse).to(device))
+            else:
+                logits = model(source.take(pair_rec[batch]).to(device), tokens)
+            loss, n = caption_loss(logits, tokens, vocab.pad)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if train["grad_clip"]:
