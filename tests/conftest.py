@@ -31,7 +31,12 @@ def snakemake(workdir: Path, *args: str, config: Path = TEST_CONFIG, check: bool
 
 @pytest.fixture(scope="session")
 def study(tmp_path_factory) -> Path:
-    """The whole test study, run once: returns results/test/ inside its working directory."""
+    """The whole test study, run once: returns results/test/ inside its working directory.
+
+    M4I_TEST_STUDY_DIR=<workdir> reuses a finished run of config/test.yaml (for development)."""
+    reuse = os.environ.get("M4I_TEST_STUDY_DIR")
+    if reuse:
+        return Path(reuse) / "results" / "test"
     workdir = tmp_path_factory.mktemp("study")
     snakemake(workdir)
     return workdir / "results" / "test"
