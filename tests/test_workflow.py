@@ -47,7 +47,8 @@ def test_too_small_dataset_fails_with_both_numbers_and_no_output(tmp_path):
     proc = snakemake(tmp_path, "data", config=path, check=False)
     assert proc.returncode != 0
     assert "has 50 records but splits.sizes ask for 160" in proc.stderr + proc.stdout
-    assert not list((tmp_path / "results" / "test" / "splits").rglob("*.json"))
+    # Only the too-small dataset is checked: the other dataset's split job may finish in parallel.
+    assert not list((tmp_path / "results" / "test" / "splits" / "shapes").rglob("*"))
 
 
 def test_data_stage_is_deterministic(tmp_path):
