@@ -1,10 +1,34 @@
 # Frozen-backbone features -> captioners (target, shadows) -> generated captions -> quality.
 
 
+rule pretrain_backbone:
+    """Offline stand-in for ImageNet: train a backbone on its own synthetic scenes (no split's)."""
+    output:
+        weights=f"{R}/backbones/{{feat}}.pt",
+        history=f"{R}/backbones/{{feat}}.pretrain.csv",
+    params:
+        config=lambda wc: stage_config(f"features.{wc.feat}", "device"),
+    log:
+        f"{R}/logs/backbones/{{feat}}.log",
+    benchmark:
+        f"{R}/benchmarks/backbones/{{feat}}.tsv"
+    # Runs before any captioner can start, so it takes both cores of a 2-core machine.
+    threads: max(2, THREADS)
+    resources:
+        mem_mb=6000,
+        runtime=60,
+        gpu=GPU,
+    conda:
+        ENV
+    script:
+        "../scripts/pretrain_backbone.py"
+
+
 rule features:
     """Run a frozen image backbone once per dataset; captioners and the paper MFE read this cache."""
     input:
         manifest=lambda wc: manifest(wc.dataset),
+        backbone=lambda wc: pretrained_backbone(wc.feat),
     output:
         f"{R}/features/{{feat}}/{{dataset}}.pt",
     params:

@@ -99,6 +99,11 @@ def model_files(mid):
     return {"model": f"{R}/models/{mid}.pt"}
 
 
+def pretrained_backbone(feat):
+    """The pretrain_backbone output a features spec starts from, if it asks for pretraining."""
+    return [f"{R}/backbones/{feat}.pt"] if config["features"][feat].get("pretrain") else []
+
+
 def features_for(dataset, feat):
     return [f"{R}/features/{feat}/{dataset}.pt"] if feat else []
 

@@ -8,6 +8,8 @@ from m4i.workflow import run
 def main(smk):
     manifest, root = read_manifest(smk.input.manifest)
     spec = dict(smk.config["features"][smk.wildcards.feat], device=smk.config["device"])
+    if smk.input.backbone:  # a pretrained backbone replaces the spec's starting weights
+        spec["weights"] = smk.input.backbone[0]
     save_torch(extract_features(manifest, root, spec, smk.params.seed), smk.output[0])
 
 

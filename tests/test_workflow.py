@@ -100,6 +100,10 @@ def test_captioner_artifacts(study):
     assert {"heldout", "members", "baseline_fixed_caption"} <= set(utility)
     # both the feature-cache path and the end-to-end path ran
     assert (study / "features" / "tiny" / "shapes.pt").exists()
+    # the cache was extracted with the pretrained backbone, not the spec's random init
+    cache = load_torch(study / "features" / "tiny" / "shapes.pt")
+    assert cache["spec"]["weights"].endswith("backbones/tiny.pt")
+    assert list(pd.read_csv(study / "backbones" / "tiny.pretrain.csv").epoch) == [1]
     assert (study / "models" / "doodles-lstme2e-shadow0-s0.pt").exists()
 
 

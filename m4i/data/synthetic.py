@@ -403,6 +403,18 @@ def make_captions(scene: dict, rng: np.random.Generator, n: int = N_CAPTIONS) ->
 
 
 # --- the dataset --------------------------------------------------------------------------
+def scene_images(n_images: int, image_size: int, style: str, seed: int):
+    """Yield ``(scene attributes, RGB pixels [S, S, 3] uint8)`` for images 0..n-1, in memory.
+
+    The images of :func:`generate` without captions or files (each draw has its own RNG stream),
+    for consumers such as backbone pretraining that need pixels and attributes only.
+    """
+    _check_args(n_images, image_size, style, seed, "scenes")
+    for i in range(int(n_images)):
+        scene = sample_scene(_rng(seed, style, i, 0), style)
+        yield scene, render_scene(scene, int(image_size), _rng(seed, style, i, 2))
+
+
 def generate(out_dir: str | os.PathLike, n_images: int, image_size: int, style: str, seed: int,
              dataset: str) -> list[dict]:
     """Write ``out_dir/<local>.png`` for each image; return one record per image.
@@ -420,10 +432,8 @@ def generate(out_dir: str | os.PathLike, n_images: int, image_size: int, style: 
     records = []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for i in range(int(n_images)):
-            scene = sample_scene(_rng(seed, style, i, 0), style)
+        for i, (scene, pixels) in enumerate(scene_images(n_images, image_size, style, seed)):
             captions = make_captions(scene, _rng(seed, style, i, 1))
-            pixels = render_scene(scene, int(image_size), _rng(seed, style, i, 2))
             local = f"img{i:0{width}d}"
             path = out / f"{local}.png"
             Image.fromarray(pixels, mode="RGB").save(path, format="PNG")

@@ -27,7 +27,8 @@ DEFAULT_LAYERS = {"resnet": ["layer4"], "vgg16": ["fc7"]}
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
-SPEC_DEFAULTS = {"weights": "none", "grid": 1, "input_size": 224, "bn_recalibrate": False, "batch_size": 64}
+SPEC_DEFAULTS = {"weights": "none", "grid": 1, "input_size": 224, "bn_recalibrate": False, "batch_size": 64,
+                 "pretrain": None}
 
 
 def normalize_spec(spec: dict, what: str = "features spec") -> dict:
@@ -85,23 +86,32 @@ def _load_weights(net: nn.Module, name: str, weights: str) -> None:
         raise M4IError(f"backbone {name}: weights {weights!r} do not fit the architecture ({exc})") from exc
 
 
+def torchvision_net(spec: dict, seed: int) -> nn.Module:
+    """The spec's whole torchvision model: seeded random init, then its ``weights`` loaded."""
+    import torchvision
+
+    spec = normalize_spec(spec)
+    # Random init draws from a forked RNG: the backbone depends on `seed` only, and the
+    # caller's global RNG stream is left untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = getattr(torchvision.models, spec["backbone"])(weights=None)
+    _load_weights(net, spec["backbone"], spec["weights"])
+    return net
+
+
 class FeatureNet(nn.Module):
     """Backbone trunk up to the last tapped stage -> [B, D] (each tap grid-pooled and flattened)."""
 
-    def __init__(self, spec: dict, seed: int):
+    def __init__(self, spec: dict, seed: int, net: nn.Module | None = None):
         super().__init__()
-        import torchvision
-
         spec = normalize_spec(spec)
         self.spec = spec
         self.grid = spec["grid"]
         self.layers = list(spec["layers"])
-        # Random init draws from a forked RNG: the backbone depends on `seed` only, and the
-        # caller's global RNG stream is left untouched.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = getattr(torchvision.models, spec["backbone"])(weights=None)
-        _load_weights(net, spec["backbone"], spec["weights"])
+        # The stages are the modules of `net` itself (shared, not copied), so training this
+        # trunk trains `net`, whose full state_dict is then a loadable torchvision checkpoint.
+        net = torchvision_net(spec, seed) if net is None else net
         if spec["backbone"] == "vgg16":
             stages = _vgg_stages(net)
         else:
