@@ -97,16 +97,27 @@ def _loss(logits: dict, batch: dict) -> torch.Tensor:
     return sum(F.cross_entropy(logits[k], batch[k]) for k in ("colour", "shape", "background"))
 
 
+def _batches(order: torch.Tensor, size: int):
+    """Consecutive index batches of ``order``; a last batch of one is dropped (train-mode batch
+    norm cannot normalise a single sample)."""
+    return [b for b in order.split(size) if len(b) >= 2]
+
+
 def pretrain_backbone(spec: dict, cfg: dict, device: str = "cpu") -> tuple[dict, pd.DataFrame]:
     """Train the spec's backbone trunk on the scene task from its ``weights``.
 
     Returns the whole torchvision model's state_dict (a checkpoint ``weights`` can name, stages
     past the deepest tap left at their seeded init) and a per-epoch table of training loss and
-    held-out accuracies. Deterministic per ``cfg['seed']`` on CPU.
+    held-out accuracies. Deterministic per ``cfg['seed']`` on CPU; the caller's RNG is untouched.
     """
     spec = normalize_spec(spec)
     cfg = check_pretrain(cfg)
-    torch.manual_seed(cfg["seed"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg["seed"])
+        return _pretrain(spec, cfg, device)
+
+
+def _pretrain(spec: dict, cfg: dict, device: str) -> tuple[dict, pd.DataFrame]:
     data = pretraining_set(cfg, spec["input_size"])
     n_val = max(1, int(round(VAL_FRACTION * len(data["images"]))))
     order = torch.randperm(len(data["images"]))
@@ -118,18 +129,14 @@ def pretrain_backbone(spec: dict, cfg: dict, device: str = "cpu") -> tuple[dict,
     head = SceneHead(dim).to(device)
     opt = torch.optim.Adam([*trunk.parameters(), *head.parameters()], lr=cfg["lr"])
     # Cosine decay to zero: a from-scratch trunk at a fixed Adam lr keeps oscillating (measured).
-    steps = cfg["epochs"] * sum(1 for i in range(0, len(train), cfg["batch_size"]) if len(train) - i >= 2)
+    steps = cfg["epochs"] * len(_batches(train, cfg["batch_size"]))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     rows = []
     for epoch in range(cfg["epochs"]):
         trunk.train()
         head.train()
-        perm = train[torch.randperm(len(train))]
         total, seen = 0.0, 0
-        for i in range(0, len(perm), cfg["batch_size"]):
-            idx = perm[i : i + cfg["batch_size"]]
-            if len(idx) < 2:  # train-mode batch norm cannot normalise one sample
-                continue
+        for idx in _batches(train[torch.randperm(len(train))], cfg["batch_size"]):
             batch = {k: v[idx].to(device) for k, v in data.items()}
             loss = _loss(head(trunk(batch["images"])), batch)
             opt.zero_grad()
@@ -137,10 +144,9 @@ def pretrain_backbone(spec: dict, cfg: dict, device: str = "cpu") -> tuple[dict,
             opt.step()
             schedule.step()
             total, seen = total + loss.item() * len(idx), seen + len(idx)
+        if not np.isfinite(total):
+            raise M4IError(f"pretraining diverged in epoch {epoch + 1} (train loss {total}); lower pretrain.lr")
         rows.append({"epoch": epoch + 1, "train_loss": total / seen, **_accuracy(trunk, head, data, val, device)})
-    trunk.eval()
-    if not np.isfinite(rows[-1]["train_loss"]):
-        raise M4IError(f"pretraining diverged (train loss {rows[-1]['train_loss']}); lower pretrain.lr")
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     return state, pd.DataFrame(rows)
 
