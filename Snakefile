@@ -26,26 +26,26 @@ report: "report/workflow.rst"
 rule all:
     """The whole study."""
     input:
-        data_targets(),
-        all_utility(),
-        all_mfe_quality(),
-        all_attack_metrics(),
+        PLAN.data_targets(),
+        PLAN.utility(),
+        PLAN.mfe_quality(),
+        PLAN.attack_metrics(),
         rules.tables.output,
         rules.figures.output,
     default_target: True
 
 
 rule data:
-    """The data part of the study only: manifests, splits, vocabularies."""
+    """The data part of the study only: manifests and splits."""
     input:
-        data_targets(),
+        PLAN.data_targets(),
 
 
 rule attacks:
     """Everything up to the attacks: signals, MFEs, per-record attack scores and metrics."""
     input:
-        all_mfe_quality(),
-        all_attack_metrics(),
+        PLAN.mfe_quality(),
+        PLAN.attack_metrics(),
 
 
 rule results:
@@ -58,5 +58,5 @@ rule results:
 rule captioners:
     """Data, trained captioners, their generated captions and caption quality."""
     input:
-        data_targets(),
-        all_utility(),
+        PLAN.data_targets(),
+        PLAN.utility(),

@@ -47,8 +47,9 @@ def _cmd_provenance(args) -> int:
     from m4i.provenance import trace
 
     table = Path(args.table)
-    # Tables live in results/<study>/tables/: the results root is two levels up.
-    root = Path(args.results_root) if args.results_root else table.resolve().parent.parent
+    from m4i.identity import Layout
+
+    root = Path(args.results_root) if args.results_root else Layout.root_of(table)
     trees = [trace(root, src) for src in table_sources(table, args.row_id)]
     _emit(trees, args.json)
     return EXIT_OK if all(t["ok"] for t in trees) else EXIT_STALE
@@ -118,9 +119,6 @@ def recompute(metrics_path: str | Path) -> tuple[dict, dict, list[str]]:
             raise M4IError(f"{scores_path}: no {col!r} column")
     new = evaluate(scores["label"].to_numpy(), scores["score"].to_numpy(), threshold,
                    fpr_targets=fprs, n_bootstrap=n_boot, seed=seed)
-    # Accept either the metrics block itself or a whole metrics.json-shaped document.
-    if "metrics" in new and "auc" not in new:
-        new = new["metrics"]
     new = _json_roundtrip(new)
     return recorded, new, diff_values(recorded, new)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from m4i.identity import ScenarioId
 from m4i.io import M4IError
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
@@ -75,6 +76,10 @@ def check_references(config: dict) -> None:
         if mfe["kind"] == "paper" and mfe.get("features") not in feats:
             raise M4IError(f"config key mfe.{name}.features: unknown feature extractor {mfe.get('features')!r}")
     for name, scn in config["scenarios"].items():
+        try:
+            ScenarioId(name)
+        except M4IError as exc:
+            raise M4IError(f"config key scenarios.{name}: {exc}") from None
         for side in ("target", "shadow"):
             if scn[side]["dataset"] not in datasets:
                 raise M4IError(f"config key scenarios.{name}.{side}.dataset: unknown dataset {scn[side]['dataset']!r}")

@@ -1,8 +1,8 @@
-"""Every random choice in the study is seeded from the config through these two functions."""
+"""Every random choice in the study is seeded from the config through ``derive_seed``; the seed of
+each artifact that a workflow rule produces is derived once, by the functions at the end."""
 from __future__ import annotations
 
 import hashlib
-import random
 
 
 def derive_seed(base_seed: int, *names: object) -> int:
@@ -11,13 +11,20 @@ def derive_seed(base_seed: int, *names: object) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-def seed_everything(seed: int) -> None:
-    import numpy as np
+# --- the seed of each artifact, derived in one place -----------------------------------------------
+def train_seed(model) -> int:
+    """A captioner's training seed (init, batch order, dropout). A defended captioner shares it with
+    its undefended twin, so that the defense is the only difference between the two."""
+    return derive_seed(model.seed, "train", str(model.undefended()))
 
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency, but keep data code light
-        return
-    torch.manual_seed(seed)
+
+def mfe_seed(mfe_id) -> int:
+    """An MFE's training seed (the confounded protocol's MFEs get their own)."""
+    extra = () if mfe_id.protocol == "disjoint" else (mfe_id.protocol,)
+    return derive_seed(mfe_id.seed, "mfe", mfe_id.mfe, mfe_id.dataset, *extra)
+
+
+def features_seed(feat: str, spec: dict) -> int:
+    """A feature extractor's random initialisation (irrelevant once pretrained or ImageNet weights
+    are loaded over it). Features are shared by every study seed: the spec's own ``seed`` (0)."""
+    return derive_seed(int(spec.get("seed", 0)), "features", feat)

@@ -13,18 +13,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from m4i.identity import Layout
 from m4i.io import M4IError
-
-
-def _results_root(outputs: list[str], study: str) -> str:
-    """The ``results/<study>`` folder above the outputs."""
-    for out in outputs:
-        parts = Path(out).parts
-        if "results" in parts:
-            i = parts.index("results")
-            if i + 1 < len(parts) and parts[i + 1] == study:
-                return str(Path(*parts[: i + 2]))
-    return str(Path("results") / study)
 
 
 def _setup_logging(log_files: list[str]) -> None:
@@ -81,7 +71,7 @@ def _provenance(smk, outputs: list[str]) -> None:
     params = {k: v for k, v in smk.params.items()}
     seed = params.get("seed", smk.wildcards.get("seed") if hasattr(smk.wildcards, "get") else None)
     provenance.write_sidecar(
-        results_root=_results_root(outputs, config.get("study", "")),
+        results_root=Layout.of(config).root,
         rule=smk.rule,
         outputs=outputs,
         inputs=[str(i) for i in smk.input],

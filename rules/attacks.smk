@@ -1,21 +1,19 @@
 # Per-record signals (caption metrics, blind statistics, MFE features) -> attacks -> evaluation.
 
 
-def _metric_signal_inputs(wc):
-    mid = parse_model_id(wc.model)
-    return {"captions": captions(wc.model, wc.split), "manifest": manifest(mid["dataset"])}
-
-
 rule metric_signals:
     """Caption-similarity metrics of each generated caption against its references (corpus-level)."""
     input:
-        unpack(_metric_signal_inputs),
+        captions=lambda wc: L.captions(wc.model, wc.split),
+        manifest=lambda wc: L.manifest(model_of(wc).dataset),
     output:
-        f"{R}/signals/metrics/{{model}}/{{split}}.parquet",
+        L.metric_signals("{model}", "{split}"),
+    params:
+        code=code("metric_signals.py"),
     log:
-        f"{R}/logs/signals/metrics/{{model}}/{{split}}.log",
+        L.log("signals", "metrics", "{model}", "{split}.log"),
     benchmark:
-        f"{R}/benchmarks/signals/metrics/{{model}}/{{split}}.tsv"
+        L.benchmark("signals", "metrics", "{model}", "{split}.tsv")
     threads: 1
     resources:
         mem_mb=3000,
@@ -27,10 +25,10 @@ rule metric_signals:
 
 
 def _blind_inputs(wc):
-    nonmember = nonmember_dataset(wc.dataset, wc.protocol)
+    nonmember = PLAN.nonmember_dataset(wc.dataset, wc.protocol)
     return {
-        "splits": splits_file(wc.dataset, wc.seed, wc.protocol),
-        "manifests": [manifest(wc.dataset)] + ([manifest(nonmember)] if nonmember else []),
+        "splits": L.splits(wc.dataset, wc.protocol, wc.seed),
+        "manifests": [L.manifest(wc.dataset)] + ([L.manifest(nonmember)] if nonmember else []),
     }
 
 
@@ -39,9 +37,11 @@ rule blind_signals:
     input:
         unpack(_blind_inputs),
     output:
-        f"{R}/signals/blind/{{dataset}}/{{protocol}}-s{{seed}}/{{split}}.parquet",
+        L.blind_signals("{dataset}", "{protocol}", "{seed}", "{split}"),
+    params:
+        code=code("blind_signals.py"),
     log:
-        f"{R}/logs/signals/blind/{{dataset}}/{{protocol}}-s{{seed}}/{{split}}.log",
+        L.log("signals", "blind", "{dataset}", "{protocol}-s{seed}", "{split}.log"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -52,31 +52,29 @@ rule blind_signals:
         "../scripts/blind_signals.py"
 
 
-def _attack_inputs(wc):
-    return signal_tables(wc.attack, scenarios()[wc.scenario], int(wc.seed))
-
-
-def _attack_models(wc):
-    scn = scenarios()[wc.scenario]
-    return scenario_models(scn, int(wc.seed)) if scn["target"]["arch"] else (None, None)
+def _scenario(wc):
+    return PLAN.scenario(wc.scenario, int(wc.seed))
 
 
 rule attack:
-    """Fit on the shadow's members/non-members, score the target's; per-record scores + metrics."""
+    """Fit on the shadows' members/non-members, score the target's; per-record scores + metrics."""
     input:
-        unpack(_attack_inputs),
+        unpack(lambda wc: PLAN.attack_inputs(wc.scenario, wc.attack, int(wc.seed))),
     output:
-        scores=f"{R}/attacks/{{scenario}}/{{attack}}/s{{seed}}/scores.parquet",
-        metrics=f"{R}/attacks/{{scenario}}/{{attack}}/s{{seed}}/metrics.json",
+        scores=L.attack_scores("{scenario}", "{attack}", "{seed}"),
+        metrics=L.attack_metrics("{scenario}", "{attack}", "{seed}"),
     params:
         seed=lambda wc: int(wc.seed),
-        target_model=lambda wc: _attack_models(wc)[0],
-        shadow_model=lambda wc: _attack_models(wc)[1],
+        scenario=lambda wc: _scenario(wc).id.fields(),
+        attack_id=lambda wc: PLAN.attack(wc.attack).fields(),
+        target_model=lambda wc: str(_scenario(wc).target),
+        shadow_models=lambda wc: [str(m) for m in _scenario(wc).shadows],
         config=lambda wc: stage_config(f"attacks.{wc.attack}", "evaluation"),
+        code=code("run_attack.py"),
     log:
-        f"{R}/logs/attacks/{{scenario}}/{{attack}}/s{{seed}}.log",
+        L.log("attacks", "{scenario}", "{attack}", "s{seed}.log"),
     benchmark:
-        f"{R}/benchmarks/attacks/{{scenario}}/{{attack}}/s{{seed}}.tsv"
+        L.benchmark("attacks", "{scenario}", "{attack}", "s{seed}.tsv")
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,17 +1,18 @@
-# Frozen-backbone features -> captioners (target, shadows) -> generated captions -> quality.
+# Frozen-backbone features -> captioners (targets, shadows) -> generated captions -> quality.
 
 
 rule pretrain_backbone:
     """Offline stand-in for ImageNet: train a backbone on its own synthetic scenes (no split's)."""
     output:
-        weights=f"{R}/backbones/{{feat}}.pt",
-        history=f"{R}/backbones/{{feat}}.pretrain.csv",
+        weights=L.backbone("{feat}"),
+        history=L.backbone_history("{feat}"),
     params:
         config=lambda wc: stage_config(f"features.{wc.feat}", "device"),
+        code=code("pretrain_backbone.py"),
     log:
-        f"{R}/logs/backbones/{{feat}}.log",
+        L.log("backbones", "{feat}.log"),
     benchmark:
-        f"{R}/benchmarks/backbones/{{feat}}.tsv"
+        L.benchmark("backbones", "{feat}.tsv")
     # Runs before any captioner can start, so it takes both cores of a 2-core machine.
     threads: max(2, THREADS)
     resources:
@@ -24,20 +25,25 @@ rule pretrain_backbone:
         "../scripts/pretrain_backbone.py"
 
 
+def _pretrained_backbone(wc):
+    """The pretrain_backbone output a features spec starts from, if it asks for pretraining."""
+    return [L.backbone(wc.feat)] if config["features"][wc.feat].get("pretrain") else []
+
+
 rule features:
     """Run a frozen image backbone once per dataset; captioners and the paper MFE read this cache."""
     input:
-        manifest=lambda wc: manifest(wc.dataset),
-        backbone=lambda wc: pretrained_backbone(wc.feat),
+        manifest=lambda wc: L.manifest(wc.dataset),
+        backbone=_pretrained_backbone,
     output:
-        f"{R}/features/{{feat}}/{{dataset}}.pt",
+        L.features("{feat}", "{dataset}"),
     params:
-        seed=0,
         config=lambda wc: stage_config(f"features.{wc.feat}"),
+        code=code("extract_features.py"),
     log:
-        f"{R}/logs/features/{{feat}}/{{dataset}}.log",
+        L.log("features", "{feat}", "{dataset}.log"),
     benchmark:
-        f"{R}/benchmarks/features/{{feat}}/{{dataset}}.tsv"
+        L.benchmark("features", "{feat}", "{dataset}.tsv")
     threads: THREADS
     resources:
         mem_mb=8000,
@@ -49,33 +55,36 @@ rule features:
         "../scripts/extract_features.py"
 
 
+def _features_for(dataset, feat):
+    return [L.features(feat, dataset)] if feat else []
+
+
 def _train_inputs(wc):
-    role = wc.role.rstrip("0123456789")
-    split = MEMBER_SPLIT[role]
+    m = model_of(wc)
     return {
-        "manifest": manifest(wc.dataset),
-        "splits": splits_file(wc.dataset, wc.seed),
-        "vocab": f"{R}/vocab/{wc.dataset}/{PROTOCOL}-s{wc.seed}-{split}.json",
-        "features": features_for(wc.dataset, arch_features(wc.arch)),
+        "manifest": L.manifest(m.dataset),
+        "splits": PLAN.splits_of(m),
+        "features": _features_for(m.dataset, PLAN.arch_features(m.arch)),
     }
 
 
 rule train_captioner:
-    """Train one captioner on its member split; resumable from models/<id>.resume.pt."""
+    """Train one captioner on its members (m4i.data.membership); resumable from models/<id>.resume.pt."""
     input:
         unpack(_train_inputs),
     output:
-        model=f"{R}/models/{{dataset}}-{{arch}}-{{role}}-s{{seed}}.pt",
-        loss=f"{R}/models/{{dataset}}-{{arch}}-{{role}}-s{{seed}}.loss.csv",
+        model=L.model("{model}"),
+        loss=L.model_loss("{model}"),
+        members=L.model_members("{model}"),
     params:
-        seed=lambda wc: int(wc.seed),
-        member_split=lambda wc: MEMBER_SPLIT[wc.role.rstrip("0123456789")],
-        resume=lambda wc: f"{R}/models/{wc.dataset}-{wc.arch}-{wc.role}-s{wc.seed}.resume.pt",
-        config=lambda wc: stage_config(f"captioners.{wc.arch}", "device"),
+        resume=lambda wc: L.model_resume(wc.model),
+        seed=lambda wc: model_of(wc).seed,
+        config=lambda wc: stage_config(f"captioners.{model_of(wc).arch}", "vocab", "device"),
+        code=code("train_captioner.py"),
     log:
-        f"{R}/logs/models/{{dataset}}-{{arch}}-{{role}}-s{{seed}}.log",
+        L.log("models", "{model}.log"),
     benchmark:
-        f"{R}/benchmarks/models/{{dataset}}-{{arch}}-{{role}}-s{{seed}}.tsv"
+        L.benchmark("models", "{model}.tsv")
     threads: THREADS
     resources:
         mem_mb=8000,
@@ -88,12 +97,12 @@ rule train_captioner:
 
 
 def _generate_inputs(wc):
-    mid = parse_model_id(wc.model)
+    m = model_of(wc)
     return {
-        "model": f"{R}/models/{wc.model}.pt",
-        "manifest": manifest(mid["dataset"]),
-        "splits": splits_file(mid["dataset"], mid["seed"]),
-        "features": features_for(mid["dataset"], arch_features(mid["arch"])),
+        "model": L.model(m),
+        "manifest": L.manifest(m.dataset),
+        "splits": PLAN.splits_of(m),
+        "features": _features_for(m.dataset, PLAN.arch_features(m.arch)),
     }
 
 
@@ -102,14 +111,14 @@ rule generate_captions:
     input:
         unpack(_generate_inputs),
     output:
-        f"{R}/captions/{{model}}/{{split}}.parquet",
+        L.captions("{model}", "{split}"),
     params:
-        arch=lambda wc: parse_model_id(wc.model)["arch"],
-        config=lambda wc: stage_config(f"captioners.{parse_model_id(wc.model)['arch']}.decode", "device"),
+        config=lambda wc: stage_config(f"captioners.{model_of(wc).arch}.decode", "device"),
+        code=code("generate_captions.py"),
     log:
-        f"{R}/logs/captions/{{model}}/{{split}}.log",
+        L.log("captions", "{model}", "{split}.log"),
     benchmark:
-        f"{R}/benchmarks/captions/{{model}}/{{split}}.tsv"
+        L.benchmark("captions", "{model}", "{split}.tsv")
     threads: THREADS
     resources:
         mem_mb=4000,
@@ -122,12 +131,13 @@ rule generate_captions:
 
 
 def _utility_inputs(wc):
-    mid = parse_model_id(wc.model)
+    m = model_of(wc)
+    pool = PLAN.pool_splits(m)
     return {
-        "heldout": captions(wc.model, "heldout"),
-        "members": captions(wc.model, MEMBER_SPLIT[mid["role"]]),
-        "manifest": manifest(mid["dataset"]),
-        "splits": splits_file(mid["dataset"], mid["seed"]),
+        "heldout": L.captions(m, "heldout"),
+        "pool": [L.captions(m, split) for split in pool],
+        "members": L.model_members(m),
+        "manifest": L.manifest(m.dataset),
     }
 
 
@@ -136,13 +146,14 @@ rule caption_quality:
     input:
         unpack(_utility_inputs),
     output:
-        f"{R}/utility/{{model}}.json",
+        L.utility("{model}"),
     params:
-        member_split=lambda wc: MEMBER_SPLIT[parse_model_id(wc.model)["role"]],
+        seed=lambda wc: model_of(wc).seed,
+        code=code("caption_quality.py"),
     log:
-        f"{R}/logs/utility/{{model}}.log",
+        L.log("utility", "{model}.log"),
     benchmark:
-        f"{R}/benchmarks/utility/{{model}}.tsv"
+        L.benchmark("utility", "{model}.tsv")
     threads: 1
     resources:
         mem_mb=3000,

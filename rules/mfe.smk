@@ -2,11 +2,11 @@
 
 
 def _mfe_train_inputs(wc):
-    feat = config["mfe"][wc.mfe].get("features") if config["mfe"][wc.mfe]["kind"] == "paper" else None
+    m = MfeId.parse(wc.mfe_id)
     return {
-        "manifest": manifest(wc.dataset),
-        "splits": splits_file(wc.dataset, wc.seed),
-        "features": features_for(wc.dataset, feat),
+        "manifest": L.manifest(m.dataset),
+        "splits": L.splits(m.dataset, m.protocol, m.seed),
+        "features": _features_for(m.dataset, PLAN.mfe_features(m.mfe)),
     }
 
 
@@ -15,15 +15,16 @@ rule train_mfe:
     input:
         unpack(_mfe_train_inputs),
     output:
-        model=f"{R}/mfe/{{mfe}}-{{dataset}}-s{{seed}}.pt",
-        quality=f"{R}/mfe/{{mfe}}-{{dataset}}-s{{seed}}.quality.json",
+        model=L.mfe("{mfe_id}"),
+        quality=L.mfe_quality("{mfe_id}"),
     params:
-        seed=lambda wc: int(wc.seed),
-        config=lambda wc: stage_config(f"mfe.{wc.mfe}", "device"),
+        seed=lambda wc: MfeId.parse(wc.mfe_id).seed,
+        config=lambda wc: stage_config(f"mfe.{MfeId.parse(wc.mfe_id).mfe}", "device"),
+        code=code("train_mfe.py"),
     log:
-        f"{R}/logs/mfe/{{mfe}}-{{dataset}}-s{{seed}}.log",
+        L.log("mfe", "{mfe_id}.log"),
     benchmark:
-        f"{R}/benchmarks/mfe/{{mfe}}-{{dataset}}-s{{seed}}.tsv"
+        L.benchmark("mfe", "{mfe_id}.tsv")
     threads: THREADS
     resources:
         mem_mb=6000,
@@ -36,14 +37,12 @@ rule train_mfe:
 
 
 def _mfe_signal_inputs(wc):
-    mfe_name = wc.mfe_id.split("-")[0]
-    mid = parse_model_id(wc.model)
-    feat = config["mfe"][mfe_name].get("features") if config["mfe"][mfe_name]["kind"] == "paper" else None
+    mfe, m = MfeId.parse(wc.mfe_id), model_of(wc)
     return {
-        "mfe": f"{R}/mfe/{wc.mfe_id}.pt",
-        "captions": captions(wc.model, wc.split),
-        "manifest": manifest(mid["dataset"]),
-        "features": features_for(mid["dataset"], feat),
+        "mfe": L.mfe(mfe),
+        "captions": L.captions(m, wc.split),
+        "manifest": L.manifest(m.dataset),
+        "features": _features_for(m.dataset, PLAN.mfe_features(mfe.mfe)),
     }
 
 
@@ -52,11 +51,11 @@ rule mfe_signals:
     input:
         unpack(_mfe_signal_inputs),
     output:
-        f"{R}/signals/mfe/{{mfe_id}}/{{model}}/{{split}}.parquet",
-    wildcard_constraints:
-        mfe_id="[A-Za-z0-9]+-[A-Za-z0-9]+-s[0-9]+",
+        L.mfe_signals("{mfe_id}", "{model}", "{split}"),
+    params:
+        code=code("mfe_signals.py"),
     log:
-        f"{R}/logs/signals/mfe/{{mfe_id}}/{{model}}/{{split}}.log",
+        L.log("signals", "mfe", "{mfe_id}", "{model}", "{split}.log"),
     threads: THREADS
     resources:
         mem_mb=4000,

@@ -1,51 +1,48 @@
 # Attack metrics + caption quality -> tables, figures and the Snakemake report.
 
-TABLES = ["attacks", "summary", "quality", "blind", "paper_vs_run"]
-FIGURES = ["roc_linear", "roc_loglog", "attack_summary", "distributions", "quality"]
-
 
 def _distribution_inputs(wc=None):
     """Per-record signal tables of the first unrestricted scenario's target (members vs non-members)."""
-    name = next((n for n in config["scenarios"] if n.startswith("unrestricted")), None)
-    if name is None:
+    seed = PLAN.seeds[0]
+    plan = next((p for p in PLAN.scenarios(seed) if p.id.name.startswith("unrestricted")
+                 and p.id.protocol == PLAN.protocol and p.id.defense is None), None)
+    if plan is None:
         return {}
-    scn, seed = scenarios()[name], SEEDS[0]
-    tmid, _ = scenario_models(scn, seed)
-    out = {
-        "mb_in": f"{R}/signals/metrics/{tmid}/target_in.parquet",
-        "mb_out": f"{R}/signals/metrics/{tmid}/target_out.parquet",
-    }
-    thresholds = [a for a, c in config["attacks"].items() if c["signal"] == "metrics" and c["method"] == "threshold"]
+    target = plan.target
+    out = {"mb_in": L.metric_signals(target, "target_in"), "mb_out": L.metric_signals(target, "target_out")}
+    thresholds = [a for a in PLAN.attacks_with("metrics") if PLAN.attack(a).method == "threshold"]
     if thresholds:
-        out["mb_choice"] = f"{attack_dir(name, thresholds[0], seed)}/metrics.json"
-    fb = [c["mfe"] for c in config["attacks"].values() if c["signal"] == "mfe"]
+        out["mb_choice"] = L.attack_metrics(plan.id, thresholds[0], seed)
+    fb = PLAN.attacks_with("mfe")
     if fb:
-        mid = mfe_id(fb[0], scn, seed)
-        out["fb_in"] = f"{R}/signals/mfe/{mid}/{tmid}/target_in.parquet"
-        out["fb_out"] = f"{R}/signals/mfe/{mid}/{tmid}/target_out.parquet"
+        mfe = PLAN.mfe_id(plan, fb[0])
+        out["fb_in"] = L.mfe_signals(mfe, target, "target_in")
+        out["fb_out"] = L.mfe_signals(mfe, target, "target_out")
     return out
 
 
 rule tables:
     """Paper-style tables (CSV + Markdown), each row with an id and its source artifacts."""
     input:
-        metrics=all_attack_metrics(),
-        utility=all_utility(),
+        metrics=PLAN.attack_metrics(),
+        utility=PLAN.utility(),
     output:
-        csv=[report(f"{R}/tables/{t}.csv", category="Tables", caption=f"../report/table_{t}.rst") for t in TABLES],
-        md=[f"{R}/tables/{t}.md" for t in TABLES],
-        headline=f"{R}/metrics.json",
+        csv=[report(L.table(t, "csv"), category="Tables", caption=f"../report/table_{t}.rst") for t in TABLE_NAMES],
+        md=[L.table(t, "md") for t in TABLE_NAMES],
+        headline=L.headline(),
     params:
+        results_root=R,
         settings=lambda wc: {
-            "study": STUDY,
-            "seeds": SEEDS,
-            "protocol": PROTOCOL,
+            "study": config["study"],
+            "seeds": PLAN.seeds,
+            "protocol": PLAN.protocol,
             "datasets": {d: c["kind"] for d, c in config["datasets"].items()},
             "scenarios": {n: f"{s['target']['dataset']}/{s['target']['arch']} <- {s['shadow']['dataset']}/{s['shadow']['arch']}" for n, s in config["scenarios"].items()},
         },
         config=lambda wc: stage_config("study", "seeds", "evaluation"),
+        code=code("build_tables.py"),
     log:
-        f"{R}/logs/tables.log",
+        L.log("tables.log"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -60,13 +57,15 @@ rule figures:
     """ROC curves, attack summary, member/non-member distributions, caption quality (PNG + PDF)."""
     input:
         unpack(_distribution_inputs),
-        metrics=all_attack_metrics(),
-        utility=all_utility(),
+        metrics=PLAN.attack_metrics(),
+        utility=PLAN.utility(),
     output:
-        png=[report(f"{R}/figures/{f}.png", category="Figures", caption=f"../report/figure_{f}.rst") for f in FIGURES],
-        pdf=[f"{R}/figures/{f}.pdf" for f in FIGURES],
+        png=[report(L.figure(f, "png"), category="Figures", caption=f"../report/figure_{f}.rst") for f in FIGURE_NAMES],
+        pdf=[L.figure(f, "pdf") for f in FIGURE_NAMES],
+    params:
+        code=code("build_figures.py"),
     log:
-        f"{R}/logs/figures.log",
+        L.log("figures.log"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -8,8 +8,8 @@ from m4i.workflow import run
 
 def main(smk):
     out_dir = Path(smk.output.csv[0]).parent
-    results_root = out_dir.parent
-    build_tables(list(smk.input.metrics), list(smk.input.utility), str(results_root), str(out_dir), dict(smk.params.settings))
+    build_tables(list(smk.input.metrics), list(smk.input.utility), smk.params.results_root, str(out_dir),
+                 dict(smk.params.settings))
     write_json(headline_metrics(list(smk.input.metrics)), smk.output.headline)
 
 

@@ -50,3 +50,24 @@ def study_workdir(study) -> Path:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst
+
+
+def project_files(dst: Path) -> Path:
+    """The project's files as git sees them (tracked and new, not ignored), copied under ``dst``."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    return dst
+
+
+def copy_study(study: Path, dst: Path) -> Path:
+    """A finished study's results and Snakemake metadata (times kept) in a new working directory."""
+    shutil.copytree(study, dst / "results" / study.name, copy_function=shutil.copy2)
+    shutil.copytree(study.parents[1] / ".snakemake", dst / ".snakemake", copy_function=shutil.copy2,
+                    ignore=shutil.ignore_patterns("locks", "incomplete", "log", "conda", "scripts"))
+    return dst

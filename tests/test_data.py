@@ -12,8 +12,9 @@ from PIL import Image
 from m4i.data.images import load_image
 from m4i.data.loaders import load_real_dataset, read_flickr8k
 from m4i.data.manifest import records_to_manifest, select
-from m4i.data.splits import SPLIT_NAMES, check_disjoint, make_splits
-from m4i.data.vocab import vocab_for_split
+from m4i.data.splits import check_disjoint, make_splits
+from m4i.data.vocab import training_vocab
+from m4i.names import REQUIRED_SPLITS
 from m4i.io import M4IError, sha256_file, write_json
 from m4i.text import SPECIALS, Vocab, tokenize
 
@@ -168,8 +169,8 @@ def test_splits_are_disjoint_sized_and_hashed():
     m = _manifest(30)
     s = make_splits(m, "d", SIZES, seed=0)
     check_disjoint(s["splits"])
-    assert s["sizes"] == SIZES and list(s["splits"]) == list(SPLIT_NAMES)
-    assert set(s["hashes"]) == set(SPLIT_NAMES) and not s["confounded"]
+    assert s["sizes"] == SIZES and list(s["splits"]) == list(REQUIRED_SPLITS)
+    assert set(s["hashes"]) == set(REQUIRED_SPLITS) and not s["confounded"]
     # a changed caption changes the hash of the split holding that record
     rid = s["splits"]["mfe"][0]
     m2 = m.copy()
@@ -184,6 +185,16 @@ def test_splits_deterministic_bytes_and_seed_dependent(tmp_path):
         write_json(make_splits(m.sample(frac=1, random_state=len(name)), "d", SIZES, seed=seed), tmp_path / f"{name}.json")
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()  # row order does not matter
     assert (tmp_path / "a.json").read_bytes() != (tmp_path / "c.json").read_bytes()
+
+
+def test_optional_val_split_is_cut_last_and_leaves_the_others_unchanged():
+    m = _manifest(40)
+    without = make_splits(m, "d", SIZES, seed=0)
+    with_val = make_splits(m, "d", {**SIZES, "val": 5}, seed=0)
+    assert "val" not in without["splits"] and len(with_val["splits"]["val"]) == 5
+    assert {k: v for k, v in with_val["splits"].items() if k != "val"} == without["splits"]
+    check_disjoint(with_val["splits"])
+    assert make_splits(m, "d", {**SIZES, "val": 0}, seed=0) == without  # size 0: no val split at all
 
 
 def test_too_small_dataset_names_both_numbers():
@@ -206,10 +217,10 @@ def test_confounded_protocol_is_explicit_and_confounded():
 def test_vocab_threshold_and_roundtrip():
     m = _manifest(5)
     records = select(m, ["d:000", "d:001"])  # "caption" 4 times; "0", "1", "one", "two" twice each
-    v = vocab_for_split(records, "target_in", "abc", min_count=2)
+    v = training_vocab(records, min_count=2)
     assert v["tokens"][:4] == SPECIALS and v["tokens"][4] == "caption"
     assert set(v["tokens"][4:]) == {"caption", "0", "1", "one", "two"}
-    assert vocab_for_split(records, "target_in", "abc", min_count=3)["tokens"][4:] == ["caption"]
+    assert training_vocab(records, min_count=3)["tokens"][4:] == ["caption"]
     voc = Vocab(v["tokens"])
     assert voc.decode(voc.encode("Caption, one!")) == "caption one"
     assert voc.encode("zebra")[1] == voc.unk

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, TEST_CONFIG
+from conftest import REPO, TEST_CONFIG, copy_study, project_files
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -26,15 +26,8 @@ def sh(cwd: Path, *cmd: str, timeout: int = 900) -> str:
 
 
 def _project_copy(dst: Path) -> Path:
-    """The project's files as git sees them (tracked and new, not ignored), as a fresh repository."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split("\0")
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
+    """The project's files as git sees them, as a fresh repository."""
+    project_files(dst)
     # DVC's view follows config/config.yaml: make it the tiny test study.
     shutil.copy2(TEST_CONFIG, dst / "config" / "config.yaml")
     sh(dst, "git", "init", "-q")
@@ -47,9 +40,7 @@ def test_dvc_repro_push_pull_leaves_snakemake_nothing_to_do(study, tmp_path):
     src = _project_copy(tmp_path / "src")
     study_name = yaml.safe_load(TEST_CONFIG.read_text())["study"]
     # Reuse the session's finished study (times preserved) so that dvc repro only records it.
-    shutil.copytree(study, src / "results" / study_name, copy_function=shutil.copy2)
-    shutil.copytree(study.parents[1] / ".snakemake", src / ".snakemake", copy_function=shutil.copy2,
-                    ignore=shutil.ignore_patterns("locks", "incomplete", "log"))
+    copy_study(study, src)
     sh(src, "dvc", "repro")
     lock = yaml.safe_load((src / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"data", "captioners", "attacks", "results"}

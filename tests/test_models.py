@@ -18,7 +18,9 @@ from m4i.models import train as train_mod
 from m4i.models.decoding import normalize_decode
 from m4i.models.features import build_backbone, extract_features, recalibrate_batchnorm
 from m4i.models.generate import generate_captions
-from m4i.models.train import epoch_batches, load_captioner, rng_state, set_rng_state, train_captioner
+from m4i.models import batching
+from m4i.models.batching import epoch_batches
+from m4i.models.train import load_captioner, rng_state, set_rng_state, train_captioner
 from m4i.text import build_vocab
 
 torch.set_num_threads(1)
@@ -204,12 +206,12 @@ def test_interrupted_and_resumed_equals_uninterrupted(data, feats, tmp_path, mon
 
 def test_captions_per_image_samples_seeded_per_epoch(data, feats, tmp_path):
     pair_rec = np.repeat(np.arange(4), 5)  # 4 images x 5 captions
-    one = train_mod.epoch_pairs(pair_rec, 2, seed=0, epoch=1)
+    one = batching.epoch_pairs(pair_rec, 2, seed=0, epoch=1)
     assert np.bincount(pair_rec[one]).tolist() == [2, 2, 2, 2]
-    assert np.array_equal(one, train_mod.epoch_pairs(pair_rec, 2, seed=0, epoch=1))
-    assert not np.array_equal(one, train_mod.epoch_pairs(pair_rec, 2, seed=0, epoch=2))
-    assert np.array_equal(train_mod.epoch_pairs(pair_rec, None, 0, 1), np.arange(20))
-    assert np.array_equal(train_mod.epoch_pairs(pair_rec, 9, 0, 1), np.arange(20))
+    assert np.array_equal(one, batching.epoch_pairs(pair_rec, 2, seed=0, epoch=1))
+    assert not np.array_equal(one, batching.epoch_pairs(pair_rec, 2, seed=0, epoch=2))
+    assert np.array_equal(batching.epoch_pairs(pair_rec, None, 0, 1), np.arange(20))
+    assert np.array_equal(batching.epoch_pairs(pair_rec, 9, 0, 1), np.arange(20))
     with pytest.raises(M4IError, match="captions_per_image"):
         train_mod.train_settings({"train": {"captions_per_image": 0}})
     root, df, vocab = data
@@ -250,14 +252,14 @@ def test_epoch_batches_grouped_seeded_and_complete():
 
 def test_image_batches_keep_images_whole_seeded_and_complete():
     pair_rec = np.repeat(np.arange(7), 3)  # 7 images x 3 captions
-    b1 = train_mod.image_batches(pair_rec, 7, seed=0, epoch=1)
+    b1 = batching.image_grouped_batches(pair_rec, 7, seed=0, epoch=1)
     assert sorted(np.concatenate(b1).tolist()) == list(range(len(pair_rec)))
     assert all(len(b) <= 7 and len(b) % 3 == 0 for b in b1)  # whole images, within the size
     assert all(len(set(pair_rec[b])) == len(b) // 3 for b in b1)
-    again = train_mod.image_batches(pair_rec, 7, seed=0, epoch=1)
+    again = batching.image_grouped_batches(pair_rec, 7, seed=0, epoch=1)
     assert [b.tolist() for b in b1] == [b.tolist() for b in again]
-    assert [b.tolist() for b in b1] != [b.tolist() for b in train_mod.image_batches(pair_rec, 7, 0, 2)]
-    lone = train_mod.image_batches(np.array([0, 0, 1, 1, 2]), 2, 0, 1)
+    assert [b.tolist() for b in b1] != [b.tolist() for b in batching.image_grouped_batches(pair_rec, 7, 0, 2)]
+    lone = batching.image_grouped_batches(np.array([0, 0, 1, 1, 2]), 2, 0, 1)
     assert all(len(b) > 1 for b in lone)  # a lone pair joins a neighbour
 
 

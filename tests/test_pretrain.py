@@ -3,12 +3,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-import yaml
 
-from m4i.config import SCHEMA
 from m4i.data import synthetic
 from m4i.io import M4IError, save_torch
-from m4i.models.features import RESNET_TAPS, VGG_TAPS, build_backbone, torchvision_net
+from m4i.models.features import build_backbone, torchvision_net
 from m4i.models.pretrain import COLOURS, check_pretrain, pretrain_backbone, scene_targets
 
 SPEC = {"backbone": "resnet18", "weights": "none", "layers": ["layer2"], "grid": 3, "input_size": 32}
@@ -77,10 +75,3 @@ def test_pretrained_checkpoint_loads_as_backbone_weights(pretrained, tmp_path):
 def test_bad_pretrain_settings_name_the_key(bad, key):
     with pytest.raises(M4IError, match=key):
         check_pretrain(dict(CFG, **bad))
-
-
-def test_schema_taps_match_the_backbone_module():
-    schema = yaml.safe_load(SCHEMA.read_text())
-    spec = schema["properties"]["features"]["additionalProperties"]
-    assert spec["then"]["properties"]["layers"]["items"]["enum"] == list(VGG_TAPS)
-    assert spec["else"]["properties"]["layers"]["items"]["enum"] == list(RESNET_TAPS)

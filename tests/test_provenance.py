@@ -3,20 +3,30 @@ their trace, staleness, and the reviewer CLI."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from m4i import cli
+from m4i.identity import ScenarioId, attack_identity
 from m4i.io import M4IError, write_json
 from m4i.provenance import artifact_sha256, format_trace, trace, write_sidecar
 from m4i.report.tables import build_tables
 CFG = {"splits": {"protocol": "disjoint"}}
 
 
+def identity_fields(scenario, attack):
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
+    return {"attack": attack_identity(attack, cfg["attacks"][attack]).fields(),
+            "scenario": ScenarioId.parse(scenario).fields()}
+
+
 def metrics_doc(scenario, attack, seed, asr, auc):
     ci = {"auc": [auc - 0.1, auc + 0.1], "attack_success_rate": [asr - 0.1, asr + 0.1],
           "n_bootstrap": 10, "seed": 0}
     return {"attack": attack, "scenario": scenario, "seed": seed, "uses_references": True,
+            "identity": identity_fields(scenario, attack),
             "target_model": "shapes-lstm-target-s0", "shadow_model": "shapes-lstm-shadow0-s0",
             "decision": {"threshold": 0.5},
             "metrics": {"n": 10, "attack_success_rate": asr, "auc": auc, "ci95": ci,

@@ -6,8 +6,20 @@ import math
 import pandas as pd
 import pytest
 
+from pathlib import Path
+
+import yaml
+
+from m4i.identity import ScenarioId, attack_identity
 from m4i.io import M4IError, write_json
 from m4i.report import tables as T
+
+CONFIG = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
+
+
+def identity_fields(scenario, attack):
+    return {"attack": attack_identity(attack, CONFIG["attacks"][attack]).fields(),
+            "scenario": ScenarioId.parse(scenario).fields()}
 
 
 def metrics_doc(scenario, attack, seed, asr, auc, *, tpr1=0.2, tpr01=None, refs=True):
@@ -16,6 +28,7 @@ def metrics_doc(scenario, attack, seed, asr, auc, *, tpr1=0.2, tpr01=None, refs=
                      if tpr01 is not None else {"defined": False, "reason": "too few negatives"})}
     return {
         "attack": attack, "scenario": scenario, "seed": seed,
+        "identity": identity_fields(scenario, attack),
         "target_model": f"shapes-lstm-target-s{seed}", "shadow_model": f"shapes-lstm-shadow0-s{seed}",
         "signal": "metrics", "uses_references": refs,
         "decision": {"rule": "score >= threshold", "threshold": 0.5},
@@ -41,7 +54,7 @@ RUNS = [
     ("unrestricted", "blind", 0, 0.50, 0.49),
     ("unrestricted", "blind", 1, 0.52, 0.51),
     ("data-restricted", "mb-svm", 0, 0.62, 0.68),
-    ("paper_protocol_confounded", "blind", 0, 0.95, 0.99),
+    ("unrestricted-paper-protocol-confounded", "blind", 0, 0.95, 0.99),
 ]
 
 
@@ -77,7 +90,7 @@ def test_attacks_table_rows(study):
     assert svm["tpr@0.1%fpr"] == 0.05 and bool(svm["uses_references"])
     assert set(df["family"]) == {"mb", "fb", "blind"}
     # config order kept: scenarios in order of first appearance
-    assert list(dict.fromkeys(df["scenario"])) == ["unrestricted", "data-restricted", "paper_protocol_confounded"]
+    assert list(dict.fromkeys(df["scenario"])) == ["unrestricted", "data-restricted", "unrestricted-paper-protocol-confounded"]
 
 
 def test_attacks_table_rejects_path_content_mismatch(tmp_path):
@@ -129,7 +142,7 @@ def test_paper_vs_run_averages(study):
 def test_blind_vs_attacks_flags_confounded(study):
     root, paths, _ = study
     b = T.blind_vs_attacks_table(T.summary_table(T.attacks_table(paths, root))).set_index("row_id")
-    conf = b.loc["blind:paper_protocol_confounded"]
+    conf = b.loc["blind:unrestricted-paper-protocol-confounded"]
     assert bool(conf["confounded"]) and conf["blind_auc"] == 0.99 and conf["mb_n_attacks"] == 0
     assert "blind" in conf["note"]
     un = b.loc["blind:unrestricted"]
@@ -212,7 +225,7 @@ def test_headline_metrics(study):
 
 
 def test_tables_accept_real_evaluate_output(tmp_path):
-    evaluation = pytest.importorskip("m4i.evaluation", reason="m4i.evaluation not written yet")
+    from m4i import evaluation
     import numpy as np
 
     labels = np.repeat([1, 0], 20)
@@ -220,7 +233,7 @@ def test_tables_accept_real_evaluate_output(tmp_path):
     m = evaluation.evaluate(labels, scores, 0.5, fpr_targets=(0.01, 0.001), n_bootstrap=0, seed=0)
     p = tmp_path / "attacks" / "unrestricted" / "fb-clip-mlp" / "s0" / "metrics.json"
     write_json({"attack": "fb-clip-mlp", "scenario": "unrestricted", "seed": 0, "uses_references": False,
-                "target_model": "t", "shadow_model": "s", "decision": {"threshold": 0.5}, "metrics": m}, p)
+                "identity": identity_fields("unrestricted", "fb-clip-mlp"), "target_model": "t", "shadow_model": "s", "decision": {"threshold": 0.5}, "metrics": m}, p)
     r = T.attacks_table([str(p)], tmp_path).iloc[0]
     assert r["auc"] == 1.0 and r["attack_success_rate"] == 1.0 and r["family"] == "fb"
     assert math.isnan(r["auc_ci_lo"])  # n_bootstrap 0: no CI, not a crash

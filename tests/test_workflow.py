@@ -9,7 +9,8 @@ import yaml
 
 from conftest import REPO, TEST_CONFIG, snakemake
 from m4i.data.manifest import read_manifest
-from m4i.data.splits import SPLIT_NAMES, check_disjoint
+from m4i.data.splits import check_disjoint
+from m4i.names import REQUIRED_SPLITS
 from m4i.io import load_torch, read_json, read_table
 
 pytestmark = pytest.mark.integration
@@ -65,12 +66,10 @@ def test_data_stage_is_deterministic(tmp_path):
     manifest, root = read_manifest(ra / "data" / "shapes" / "manifest.parquet")
     split = read_json(ra / "splits" / "shapes" / "disjoint-s0.json")
     check_disjoint(split["splits"])
-    assert set(split["splits"]) == set(SPLIT_NAMES)
+    assert set(split["splits"]) == set(REQUIRED_SPLITS)
     assert set().union(*map(set, split["splits"].values())) <= set(manifest.record_id)
     confounded = read_json(ra / "splits" / "shapes" / "paper_protocol_confounded-s0.json")
     assert confounded["confounded"] and all(r.startswith("doodles:") for r in confounded["splits"]["target_out"])
-    vocab = read_json(ra / "vocab" / "shapes" / "disjoint-s0-target_in.json")
-    assert vocab["split"] == "target_in" and len(vocab["tokens"]) > 10
 
 
 def test_whole_study_outputs(study):
@@ -93,6 +92,10 @@ def test_captioner_artifacts(study):
     assert {"state_dict", "arch", "vocab", "vocab_sha256"} <= set(ckpt)
     loss = pd.read_csv(study / "models" / "shapes-lstm-target-s0.loss.csv")
     assert list(loss.epoch) == [1, 2, 3]
+    members = read_json(study / "models" / "shapes-lstm-target-s0.members.json")
+    split = read_json(study / "splits" / "shapes" / "disjoint-s0.json")
+    assert members["members"] == split["splits"]["target_in"] and members["role"] == "target"
+    assert members["vocab"]["tokens"] == ckpt["vocab"] and members["splits_sha256"]
     caps = read_table(study / "captions" / "shapes-lstm-target-s0" / "target_in.parquet")
     assert len(caps) == 24 and caps.record_id.is_unique
     assert all(len(t) == len(lp) or len(lp) == len(t) + 1 for t, lp in zip(caps.tokens, caps.token_logprobs))

@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 
 from m4i.io import M4IError
+from m4i.names import ATTACK_METHODS
 from m4i.seeding import derive_seed
 
-METHODS = ("threshold", "linear_svm", "logreg", "mlp")
+METHODS = ATTACK_METHODS
 DEFAULT_PARAMS = {
     "threshold": {},
     "linear_svm": {"C": 1.0, "max_iter": 10000},
@@ -89,6 +90,12 @@ def _matrix(table: pd.DataFrame, cols: list[str], what: str) -> tuple[np.ndarray
     return np.hstack(blocks) if blocks else np.empty((len(table), 0)), names
 
 
+def _row_keys(table: pd.DataFrame) -> pd.Series:
+    """A row's key: its record id, prefixed by its model when rows of several shadows are stacked."""
+    rid = table["record_id"].astype(str)
+    return table["model"].astype(str) + "/" + rid if "model" in table else rid
+
+
 def _check_table(table, what: str, allow_empty: bool) -> None:
     if not isinstance(table, pd.DataFrame):
         raise M4IError(f"{what}: expected a DataFrame, got {type(table).__name__}")
@@ -96,9 +103,29 @@ def _check_table(table, what: str, allow_empty: bool) -> None:
         raise M4IError(f"{what}: signal table has no 'record_id' column")
     if not allow_empty and len(table) == 0:
         raise M4IError(f"{what}: signal table is empty")
-    dup = table["record_id"][table["record_id"].duplicated()]
+    keys = _row_keys(table)
+    dup = keys[keys.duplicated()]
     if len(dup):
         raise M4IError(f"{what}: duplicate record id {dup.iloc[0]!r}")
+
+
+def shadow_tables(shadows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The attacker's labelled training rows from K >= 1 shadow captioners.
+
+    Each entry: ``{"model": key, "members": [record ids], "tables": [signal tables of its pool]}``.
+    Rows of a shadow's members go to the first frame (label 1), the rest of its pool to the second
+    (label 0), each in pool-table order, shadows in the given order; a string ``model`` column
+    keeps the same record of two shadows apart (non-numeric: never a feature).
+    """
+    ins, outs = [], []
+    for shadow in shadows:
+        pool = pd.concat(list(shadow["tables"]), ignore_index=True).assign(model=str(shadow["model"]))
+        member = pool["record_id"].astype(str).isin({str(r) for r in shadow["members"]})
+        ins.append(pool[member])
+        outs.append(pool[~member])
+    if not ins:
+        raise M4IError("an attack needs at least one shadow")
+    return pd.concat(ins, ignore_index=True), pd.concat(outs, ignore_index=True)
 
 
 # --- methods --------------------------------------------------------------------------------
@@ -207,7 +234,7 @@ def run_attack(attack: dict, shadow_in: pd.DataFrame, shadow_out: pd.DataFrame, 
     if len(target_in) + len(target_out) == 0:
         raise M4IError("target_in and target_out are both empty: nothing to score")
     for role in ("shadow", "target"):
-        both = set(tables[f"{role}_in"]["record_id"]) & set(tables[f"{role}_out"]["record_id"])
+        both = set(_row_keys(tables[f"{role}_in"])) & set(_row_keys(tables[f"{role}_out"]))
         if both:
             raise M4IError(f"record {sorted(both)[0]!r} is both in {role}_in and {role}_out")
 

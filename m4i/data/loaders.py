@@ -13,8 +13,9 @@ from collections import OrderedDict
 from pathlib import Path
 
 from m4i.io import M4IError, safe_join
+from m4i.names import REAL_DATASET_KINDS
 
-LOADERS = ("flickr8k", "coco", "csv", "jsonl")
+LOADERS = REAL_DATASET_KINDS
 
 
 def _add_caption(groups: OrderedDict, image: str, caption: str, where: str) -> None:

@@ -11,11 +11,8 @@ import numpy as np
 import pandas as pd
 
 from m4i.io import M4IError, sha256_json
+from m4i.names import OPTIONAL_SPLITS, PROTOCOLS, REQUIRED_SPLITS, SPLIT_NAMES
 from m4i.seeding import derive_seed
-
-SPLIT_NAMES = ("target_in", "target_out", "shadow_in", "shadow_out", "mfe", "heldout")
-MEMBER_SPLITS = {"target": "target_in", "shadow": "shadow_in"}
-PROTOCOLS = ("disjoint", "paper_protocol_confounded")
 
 
 def split_hash(manifest: pd.DataFrame, record_ids: list[str]) -> str:
@@ -25,16 +22,19 @@ def split_hash(manifest: pd.DataFrame, record_ids: list[str]) -> str:
 
 
 def _check_sizes(sizes: dict) -> dict:
+    """Sizes of the splits a study uses, in cutting order: the required ones, and the optional
+    ones (``val``) only when given a size > 0, so a study without them keeps its split files."""
     unknown = set(sizes) - set(SPLIT_NAMES)
     if unknown:
         raise M4IError(f"splits.sizes: unknown split(s) {sorted(unknown)}; known: {list(SPLIT_NAMES)}")
-    missing = [s for s in SPLIT_NAMES if s not in sizes]
+    missing = [s for s in REQUIRED_SPLITS if s not in sizes]
     if missing:
         raise M4IError(f"splits.sizes: missing size for {missing}")
-    bad = [s for s in SPLIT_NAMES if not isinstance(sizes[s], int) or sizes[s] < 1]
+    bad = [s for s in REQUIRED_SPLITS if not isinstance(sizes[s], int) or isinstance(sizes[s], bool) or sizes[s] < 1]
+    bad += [s for s in OPTIONAL_SPLITS if s in sizes and (not isinstance(sizes[s], int) or isinstance(sizes[s], bool) or sizes[s] < 0)]
     if bad:
         raise M4IError(f"splits.sizes: sizes must be positive integers, got {[(s, sizes[s]) for s in bad]}")
-    return {s: int(sizes[s]) for s in SPLIT_NAMES}
+    return {s: int(sizes[s]) for s in SPLIT_NAMES if s in REQUIRED_SPLITS or sizes.get(s, 0) > 0}
 
 
 def _permuted_ids(manifest: pd.DataFrame, seed: int, *names: str) -> list[str]:
@@ -54,7 +54,7 @@ def disjoint_splits(manifest: pd.DataFrame, dataset: str, sizes: dict, seed: int
         )
     ids = _permuted_ids(manifest, seed, dataset)
     out, start = {}, 0
-    for name in SPLIT_NAMES:
+    for name in sizes:
         out[name] = sorted(ids[start : start + sizes[name]])
         start += sizes[name]
     return out
@@ -66,7 +66,7 @@ def confounded_splits(
     """The original code's protocol: members from ``dataset``, non-members from another dataset,
     shadow non-members = target non-members, shadow members drawn independently (overlapping)."""
     sizes = _check_sizes(sizes)
-    own = [s for s in SPLIT_NAMES if s not in ("shadow_in", "target_out", "shadow_out")]
+    own = [s for s in sizes if s not in ("shadow_in", "target_out", "shadow_out")]
     need, have = sum(sizes[s] for s in own), len(manifest)
     if need > have or sizes["shadow_in"] > have:
         raise M4IError(f"dataset {dataset} has {have} records but the confounded protocol asks for {need}")
@@ -84,7 +84,7 @@ def confounded_splits(
     out["shadow_in"] = sorted(_permuted_ids(manifest, seed, dataset, "confounded-shadow")[: sizes["shadow_in"]])
     out["target_out"] = sorted(_permuted_ids(nonmembers, seed, nonmember_dataset, "confounded")[: sizes["target_out"]])
     out["shadow_out"] = list(out["target_out"])
-    return {name: out[name] for name in SPLIT_NAMES}
+    return {name: out[name] for name in sizes}
 
 
 def make_splits(

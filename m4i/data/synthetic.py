@@ -7,8 +7,9 @@ Two styles stand in for two data distributions (the study's "data-restricted" sc
 - ``doodles``: stroke-only, wobbly outlines in ink colours on light paper (plain, lined or
   squared), caption grammar B ("sketch showing a tiny box in blue ink at the top of the page").
 
-Design notes (measured, see DESIGN.md): about two synonyms per slot, a few templates and
-optional details. Which details an image's captions mention is an image-specific "salience"
+Design notes (measured by the project's first probe: with four or five synonyms per slot the
+captioner memorised but barely generalised; two made it generalise better and gave the
+strongest attack): about two synonyms per slot, a few templates and optional details. Which details an image's captions mention is an image-specific "salience"
 drawn once per image, like human annotators who agree on what stands out; a captioner can
 only learn that by memorising the image, which is the membership signal the study measures,
 while colours and shapes are always named, so a captioner can still generalise on content.
@@ -27,9 +28,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from m4i.io import M4IError
+from m4i.names import SYNTHETIC_STYLES
 from m4i.text import tokenize
 
-STYLES = ("shapes", "doodles")
+STYLES = SYNTHETIC_STYLES
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 SIZES = ("small", "large")
 GRID = 3

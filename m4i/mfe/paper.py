@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from m4i.io import M4IError
 from m4i.mfe.common import COMMON_DEFAULTS, batched, combination_vocab, normalize_settings, training_pairs
 from m4i.models.features import lookup_features, recalibrate_batchnorm
-from m4i.models.train import epoch_batches, epoch_pairs
+from m4i.models.batching import epoch_batches, epoch_pairs
 from m4i.seeding import derive_seed
 from m4i.text import Vocab
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 import torch
 
 from m4i.io import M4IError
+from m4i.names import DECODE_METHODS
 
 DECODE_DEFAULTS = {"method": "greedy", "beam_size": 1, "max_len": 20, "length_penalty": 0.0, "batch_size": 64}
 
 
 def normalize_decode(decode: dict | None) -> dict:
     out = {**DECODE_DEFAULTS, **(decode or {})}
-    if out["method"] not in ("greedy", "beam"):
-        raise M4IError(f"decode.method must be 'greedy' or 'beam', got {out['method']!r}")
+    if out["method"] not in DECODE_METHODS:
+        raise M4IError(f"decode.method must be one of {list(DECODE_METHODS)}, got {out['method']!r}")
     for key in ("beam_size", "max_len", "batch_size"):
         if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 1:
             raise M4IError(f"decode.{key} must be an integer >= 1, got {out[key]!r}")

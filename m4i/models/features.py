@@ -15,12 +15,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from m4i.io import M4IError
+from m4i.names import BACKBONES, RESNET_TAPS, VGG_TAPS
 
-RESNETS = ("resnet18", "resnet50", "resnet152")
-BACKBONES = RESNETS + ("vgg16",)
-# Taps in forward order. VGG: output of each max-pool stage, then the two hidden fc layers.
-RESNET_TAPS = ("layer1", "layer2", "layer3", "layer4")
-VGG_TAPS = ("pool1", "pool2", "pool3", "pool4", "pool5", "fc6", "fc7")
+# Taps in forward order (m4i.names). VGG: output of each max-pool stage, then the two hidden fc layers.
 DEFAULT_LAYERS = {"resnet": ["layer4"], "vgg16": ["fc7"]}
 
 # ImageNet statistics: what pretrained weights expect; harmless for random init (BN recalibrated).

@@ -11,6 +11,7 @@ or with ``train.captions_per_image: k`` a seeded sample of k captions per image 
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import time
 from pathlib import Path
@@ -18,14 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.nn import functional as F
 
 from m4i.io import M4IError, load_torch, save_torch, sha256_json
+from m4i.models.batching import pad_tokens
 from m4i.models.inputs import InputSource, check_records
+from m4i.models.recipe import Recipe, TrainContext, default_recipe
+from m4i.names import CAPTIONER_KINDS, OPTIMIZERS
+from m4i.progress import Progress
 from m4i.seeding import derive_seed
 from m4i.text import Vocab
 
-KINDS = ("show_tell", "vit_gpt2")
+log = logging.getLogger("m4i.train")
 TRAIN_DEFAULTS = {
     "epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0,
     "weight_decay": 0.0, "length_grouped": True, "image_grouped": False, "grad_clip": None, "captions_per_image": None,
@@ -48,8 +52,8 @@ def uses_features(arch: dict) -> bool:
 def build_captioner(arch: dict, vocab: Vocab, feature_dim: int | None, seed: int, model_config: dict | None = None):
     """A freshly initialised captioner for ``arch`` (weights drawn from ``seed``)."""
     kind = arch.get("kind")
-    if kind not in KINDS:
-        raise M4IError(f"captioner kind {kind!r} unknown; known: {list(KINDS)}")
+    if kind not in CAPTIONER_KINDS:
+        raise M4IError(f"captioner kind {kind!r} unknown; known: {list(CAPTIONER_KINDS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
         if kind == "show_tell":
@@ -94,7 +98,7 @@ def load_captioner(checkpoint: dict):
     return model.eval(), vocab
 
 
-# --- batching ----------------------------------------------------------------------------------
+# --- settings ----------------------------------------------------------------------------------
 def train_settings(arch: dict) -> dict:
     out = {**TRAIN_DEFAULTS, **(arch.get("train") or {})}
     for key in ("epochs", "batch_size"):
@@ -103,106 +107,9 @@ def train_settings(arch: dict) -> dict:
     cpi = out["captions_per_image"]
     if cpi is not None and (not isinstance(cpi, int) or isinstance(cpi, bool) or cpi < 1):
         raise M4IError(f"arch.train.captions_per_image must be a positive integer or null, got {cpi!r}")
-    if out["optimizer"] not in ("adam", "adamw", "sgd"):
-        raise M4IError(f"arch.train.optimizer must be adam, adamw or sgd, got {out['optimizer']!r}")
+    if out["optimizer"] not in OPTIMIZERS:
+        raise M4IError(f"arch.train.optimizer must be one of {list(OPTIMIZERS)}, got {out['optimizer']!r}")
     return out
-
-
-def epoch_batches(lengths: np.ndarray, batch_size: int, grouped: bool, seed: int, epoch: int) -> list[np.ndarray]:
-    """Seeded batches of pair indices for one epoch.
-
-    Grouped: pairs sorted by caption length (random order within a length), cut into batches,
-    batches shuffled: almost no padding, which makes LSTM epochs several times faster. A final
-    batch of one pair joins its neighbour (train-mode BatchNorm needs two samples).
-    """
-    n = len(lengths)
-    rng = np.random.default_rng(derive_seed(seed, "batches", epoch))
-    order = rng.permutation(n)
-    if grouped:
-        order = order[np.argsort(lengths[order], kind="stable")]
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        lone = batches.pop()
-        batches[-1] = np.concatenate([batches[-1], lone])
-    if grouped:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
-
-
-def epoch_pairs(pair_rec: np.ndarray, captions_per_image: int | None, seed: int, epoch: int) -> np.ndarray:
-    """Indices of the (image, caption) pairs trained on in ``epoch``, ascending.
-
-    ``None``: every caption of every image. ``k``: a fresh seeded sample of k captions per
-    image each epoch (fewer pairs per epoch: faster epochs, same images).
-    """
-    if captions_per_image is None:
-        return np.arange(len(pair_rec))
-    rng = np.random.default_rng(derive_seed(seed, "captions", epoch))
-    keys = rng.random(len(pair_rec))
-    order = np.lexsort((keys, pair_rec))  # by image, random order of its captions
-    rank = np.empty(len(pair_rec), dtype=np.int64)
-    starts = np.r_[0, np.flatnonzero(np.diff(pair_rec[order])) + 1]
-    for a, b in zip(starts, np.r_[starts[1:], len(order)]):
-        rank[order[a:b]] = np.arange(b - a)
-    return np.flatnonzero(rank < captions_per_image)
-
-
-def image_batches(pair_rec: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """Seeded batches of whole images (all their pairs), at most ``batch_size`` pairs each
-    unless one image alone has more.
-
-    For encoders that are costly per image (ViT on pixels), which then encode each image once
-    per batch instead of once per caption. A batch of one pair joins a neighbour.
-    """
-    rng = np.random.default_rng(derive_seed(seed, "image-batches", epoch))
-    order = np.argsort(pair_rec, kind="stable")
-    cuts = np.flatnonzero(np.diff(pair_rec[order])) + 1
-    groups = np.split(order, cuts) if len(order) else []
-    batches, current, size = [], [], 0
-    for g in rng.permutation(len(groups)):
-        if current and size + len(groups[g]) > batch_size:
-            batches.append(np.concatenate(current))
-            current, size = [], 0
-        current.append(groups[g])
-        size += len(groups[g])
-    if current:
-        batches.append(np.concatenate(current))
-    return _merge_lone_pairs(batches)
-
-
-def _merge_lone_pairs(batches: list[np.ndarray]) -> list[np.ndarray]:
-    """Join every one-pair batch to its predecessor (the first to its successor)."""
-    out: list[np.ndarray] = []
-    for b in batches:
-        if out and (len(b) == 1 or len(out[-1]) == 1):
-            out[-1] = np.concatenate([out[-1], b])
-        else:
-            out.append(b)
-    return out
-
-
-def pad_tokens(seqs: list[list[int]], pad: int) -> torch.Tensor:
-    out = torch.full((len(seqs), max(map(len, seqs))), pad, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
-
-
-def caption_loss(logits: torch.Tensor, tokens: torch.Tensor, pad: int) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over non-pad target tokens, and their count."""
-    target = tokens[:, 1 : logits.shape[1] + 1]
-    n = int((target != pad).sum())
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=pad)
-    return loss, n
-
-
-def make_optimizer(params, train: dict):
-    lr, wd = float(train["lr"]), float(train["weight_decay"])
-    if train["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=float(train["momentum"]), weight_decay=wd)
-    if train["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    return torch.optim.Adam(params, lr=lr, weight_decay=wd)
 
 
 # --- resume state --------------------------------------------------------------------------------
@@ -226,7 +133,8 @@ def set_rng_state(state: dict) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
 
 
-def settings_hash(arch: dict, vocab_tokens: list[str], seed: int, records: pd.DataFrame, features: dict | None) -> str:
+def settings_hash(arch: dict, vocab_tokens: list[str], seed: int, records: pd.DataFrame, features: dict | None,
+                  recipe_info: dict | None = None) -> str:
     """What a resume state must match. ``train.epochs`` is left out: a longer run may continue."""
     arch_ = copy.deepcopy(arch)
     arch_.get("train", {}).pop("epochs", None)
@@ -234,8 +142,11 @@ def settings_hash(arch: dict, vocab_tokens: list[str], seed: int, records: pd.Da
     if features is not None:
         feats = {"spec": features.get("spec"), "shape": list(features["features"].shape)}
     data = [[str(r), list(c)] for r, c in zip(records["record_id"], records["captions"])]
-    return sha256_json({"arch": arch_, "vocab": sha256_json(list(vocab_tokens)), "seed": int(seed),
-                        "records": sha256_json(data), "features": feats})
+    doc = {"arch": arch_, "vocab": sha256_json(list(vocab_tokens)), "seed": int(seed),
+           "records": sha256_json(data), "features": feats}
+    if recipe_info is not None:  # absent for the default recipe: older resume states stay valid
+        doc["recipe"] = recipe_info
+    return sha256_json(doc)
 
 
 def _read_resume(resume_path, settings: str) -> dict | None:
@@ -262,19 +173,61 @@ def _check_arch_json(arch: dict) -> None:
         raise M4IError(f"arch must hold only JSON values (it goes into the checkpoint): {exc}") from exc
 
 
+def teacher_forced_loss(model, source: InputSource, token_ids: list[list[int]], pair_rec: np.ndarray, pad: int,
+                        device: str, batch_size: int = 256) -> float:
+    """Mean token cross-entropy of the given (image row, caption ids) pairs under ``model`` in eval
+    mode, token-weighted over all pairs; no gradients. Used for validation losses."""
+    from m4i.models.recipe import CrossEntropy
+
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(token_ids), batch_size):
+            rows = np.arange(i, min(i + batch_size, len(token_ids)))
+            tokens = pad_tokens([token_ids[j] for j in rows], pad).to(device)
+            logits = _forward(model, source, pair_rec[rows], tokens, device)
+            _, ce_sum, n = CrossEntropy().batch_loss(logits, tokens, pad, 0)
+            total, count = total + ce_sum, count + n
+    model.train(was)
+    return total / max(count, 1)
+
+
+def _forward(module, source: InputSource, images: np.ndarray, tokens: torch.Tensor, device: str) -> torch.Tensor:
+    """Teacher-forced logits for pairs whose images are rows ``images`` of ``source``."""
+    if getattr(module, "shares_images", False):  # encode each distinct image once
+        recs, inverse = np.unique(images, return_inverse=True)
+        return module(source.take(recs).to(device), tokens, torch.as_tensor(inverse).to(device))
+    return module(source.take(images).to(device), tokens)
+
+
+def caption_pairs(records: pd.DataFrame, vocab: Vocab) -> tuple[np.ndarray, list[list[int]]]:
+    """(record row of each pair, token ids of each pair) over every caption of ``records``."""
+    pair_rec, pair_ids = [], []
+    for i, caps in enumerate(records["captions"]):
+        for c in caps:
+            pair_rec.append(i)
+            pair_ids.append(vocab.encode(c))
+    return np.array(pair_rec), pair_ids
+
+
 def train_captioner(arch: dict, records: pd.DataFrame, root, features: dict | None, vocab_tokens: list[str],
-                    seed: int, out_path, resume_path, device: str = "cpu") -> pd.DataFrame:
+                    seed: int, out_path, resume_path, device: str = "cpu", recipe=None,
+                    name: str | None = None) -> pd.DataFrame:
     """Train a captioner on all captions of ``records``; write the checkpoint to ``out_path``.
 
-    Returns the loss table (epoch, train_loss = token-weighted mean cross-entropy, seconds).
-    After every epoch the resume state goes to ``resume_path`` (atomically); a matching one is
-    continued on start.
+    ``recipe``: a function ``TrainContext -> Recipe`` giving the sampler, objective, updater and
+    stopper (``m4i.models.recipe``; default: length-grouped batches, cross-entropy, the
+    configured optimizer, every epoch). Returns the loss table (epoch, train_loss = token-weighted
+    mean cross-entropy, seconds, and any columns the stopper adds). After every epoch the resume
+    state goes to ``resume_path`` (atomically); a matching one is continued on start.
     """
     _check_arch_json(arch)
     check_records(records, "training records")
     records = records.reset_index(drop=True)
     vocab = make_vocab(vocab_tokens)
     train = train_settings(arch)
+    name = name or Path(out_path).stem
     feature_dim = None
     if uses_features(arch):
         if features is None:
@@ -282,15 +235,10 @@ def train_captioner(arch: dict, records: pd.DataFrame, root, features: dict | No
         feature_dim = int(features["features"].shape[1])
     model = build_captioner(arch, vocab, feature_dim, seed)
     source = input_source(model, arch, records, root, features)
-    pair_rec, pair_ids = [], []
-    for i, caps in enumerate(records["captions"]):
-        for c in caps:
-            pair_rec.append(i)
-            pair_ids.append(vocab.encode(c))
+    pair_rec, pair_ids = caption_pairs(records, vocab)
     if len(pair_ids) < 2:
         raise M4IError("training records hold fewer than two captions")
     lengths = np.array([len(s) for s in pair_ids])
-    pair_rec = np.array(pair_rec)
 
     enc = arch.get("encoder") or {}
     if arch["kind"] == "show_tell" and model.backbone is not None and enc.get("bn_recalibrate"):
@@ -300,57 +248,78 @@ def train_captioner(arch: dict, records: pd.DataFrame, root, features: dict | No
         recalibrate_batchnorm(model.backbone, (source.take(range(i, min(i + bs, len(source))))
                                                for i in range(0, len(source), bs)))
     model.to(device)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], train)
-    settings = settings_hash(arch, vocab_tokens, seed, records, features)
+
+    def eval_loss(eval_records: pd.DataFrame) -> float:
+        check_records(eval_records, "validation records")
+        eval_records = eval_records.reset_index(drop=True)
+        rec, ids = caption_pairs(eval_records, vocab)
+        return teacher_forced_loss(model, input_source(model, arch, eval_records, root, features), ids, rec,
+                                   vocab.pad, device)
+
+    ctx = TrainContext(model=model, vocab=vocab, arch=arch, train=train, seed=int(seed), pair_rec=pair_rec,
+                       lengths=lengths, n_records=len(records), device=device, eval_loss=eval_loss)
+    plan: Recipe = (recipe or default_recipe)(ctx)
+    updater, objective, stopper = plan.updater, plan.objective, plan.stopper
+    settings = settings_hash(arch, vocab_tokens, seed, records, features, plan.info)
     rows, start_epoch = [], 0
     resumed = _read_resume(resume_path, settings)
     if resumed is not None and resumed["epoch"] <= train["epochs"]:
         model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
+        updater.load_state_dict(resumed["optimizer"])
+        stopper.load_state_dict(resumed.get("stopper", {}))
         set_rng_state(resumed["rng"])
         rows, start_epoch = list(resumed["loss_rows"]), int(resumed["epoch"])
+    progress = Progress(f"train {name}", train["epochs"], unit="epoch", logger=log, start=start_epoch)
+    if resumed is not None and start_epoch:
+        progress.resumed(start_epoch, str(resume_path))
 
+    forward = updater.module()
+    stopped = bool(rows) and bool(rows[-1].get("stopped"))
     for epoch in range(start_epoch + 1, train["epochs"] + 1):
+        if stopped:
+            break
         t0 = time.perf_counter()
         torch.manual_seed(derive_seed(seed, "epoch", epoch))  # dropout stream of this epoch
         model.train()
         total, count = 0.0, 0
-        active = epoch_pairs(pair_rec, train["captions_per_image"], seed, epoch)
-        if train["image_grouped"]:
-            subs = image_batches(pair_rec[active], train["batch_size"], seed, epoch)
-        else:
-            subs = epoch_batches(lengths[active], train["batch_size"], bool(train["length_grouped"]), seed, epoch)
-        for sub in subs:
-            batch = active[sub]
+        for batch in plan.sampler(epoch):
             tokens = pad_tokens([pair_ids[j] for j in batch], vocab.pad).to(device)
-            if getattr(model, "shares_images", False):  # encode each distinct image once
-                recs, inverse = np.unique(pair_rec[batch], return_inverse=True)
-                logits = model(source.take(recs).to(device), tokens, torch.as_tensor(inverse).to(device))
+            logits = _forward(forward, source, pair_rec[batch], tokens, device)
+            if updater.per_sample:
+                losses, ce_sum, n = objective.row_losses(logits, tokens, vocab.pad, epoch)
+                updater.step(losses, pair_rec[batch])
             else:
-                logits = model(source.take(pair_rec[batch]).to(device), tokens)
-            loss, n = caption_loss(logits, tokens, vocab.pad)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if train["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(train["grad_clip"]))
-            optimizer.step()
-            total += loss.item() * n
+                loss, ce_sum, n = objective.batch_loss(logits, tokens, vocab.pad, epoch)
+                updater.step(loss)
+            total += ce_sum
             count += n
-        rows.append({"epoch": epoch, "train_loss": total / max(count, 1), "seconds": time.perf_counter() - t0})
+        row = {"epoch": epoch, "train_loss": total / max(count, 1), "seconds": time.perf_counter() - t0}
+        stop, extra = stopper.after_epoch(epoch, model)
+        row.update(extra)
+        if stop:
+            row["stopped"] = True
+            stopped = True
+        rows.append(row)
         if resume_path is not None:
             save_torch({"settings_sha256": settings, "epoch": epoch, "model": _cpu_state(model),
-                        "optimizer": optimizer.state_dict(), "rng": rng_state(), "loss_rows": rows}, resume_path)
+                        "optimizer": updater.state_dict(), "stopper": stopper.state_dict(), "rng": rng_state(),
+                        "loss_rows": rows}, resume_path)
+        progress.update(epoch, loss=row["train_loss"], **{k: v for k, v in extra.items() if isinstance(v, float)})
         _after_epoch(epoch)
 
+    chosen = stopper.finish(model)
     checkpoint = {"state_dict": _cpu_state(model), "arch": copy.deepcopy(arch), "vocab": list(vocab.tokens),
                   "vocab_sha256": sha256_json(list(vocab.tokens)), "epoch": rows[-1]["epoch"] if rows else 0,
                   "seed": int(seed)}
+    if plan.info is not None:  # only non-default recipes: default checkpoints keep their keys
+        checkpoint["recipe"] = {**plan.info, **updater.summary(), **chosen}
     if arch["kind"] == "vit_gpt2":
         checkpoint["model_config"] = model.model_config()
     save_torch(checkpoint, out_path)
     if resume_path is not None:  # the final checkpoint supersedes it; a stale one must not linger
         Path(resume_path).unlink(missing_ok=True)
-    return pd.DataFrame(rows, columns=LOSS_COLUMNS)
+    columns = LOSS_COLUMNS + sorted({k for r in rows for k in r} - set(LOSS_COLUMNS))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _cpu_state(model) -> dict:

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from m4i.io import M4IError, atomic_path, read_json, read_table
-from m4i.report.tables import CAPTION_METRICS, family_of
+from m4i.names import FIGURE_NAMES
+from m4i.report.tables import CAPTION_METRICS
 
 # No dates, no version strings: identical inputs -> identical files.
 PNG_META = {"Software": None}
@@ -23,7 +24,6 @@ RC = {
 }
 LINESTYLE = {"mb": "-", "fb": "--", "blind": ":", "other": "-."}
 WIDTH_IN = 6.5  # a printed page's text width
-FIGURE_NAMES = ("roc_linear", "roc_loglog", "attack_summary", "distributions", "quality")
 
 
 def _figure(width: float, height: float):
@@ -98,7 +98,7 @@ def _roc_panel(ax, docs: list[dict], scenario: str, loglog: bool, colors: dict) 
             if fpr.size:
                 floor = min(floor, fpr.min())
         ax.plot(fpr, tpr, label=label, color=colors[d["attack"]],
-                ls=LINESTYLE[family_of(d["attack"])], lw=1.2)
+                ls=LINESTYLE[d["identity"]["attack"]["family"]], lw=1.2)
     if loglog:
         grid = np.logspace(np.log10(floor), 0, 50)
         ax.plot(grid, grid, color="grey", lw=0.8, ls=":", label="chance")
@@ -128,6 +128,7 @@ def asr_auc_figure(summary: pd.DataFrame):
     """Grouped bars: ASR and AUC per scenario and attack, with 95 % CI error bars."""
     scenarios = list(dict.fromkeys(summary["scenario"]))
     attacks = list(dict.fromkeys(summary["attack"]))
+    family = dict(zip(summary["attack"], summary["family"]))
     colors = _colors(attacks)
     fig = _figure(WIDTH_IN, 5.2)
     axes = fig.subplots(2, 1, sharex=True)
@@ -148,7 +149,7 @@ def asr_auc_figure(summary: pd.DataFrame):
                 err[0].append(0.0 if pd.isna(lo) else mean - lo)
                 err[1].append(0.0 if pd.isna(hi) else hi - mean)
             ax.bar(xs, ys, width, yerr=err, capsize=2, color=colors[attack],
-                   hatch={"fb": "//", "blind": ".."}.get(family_of(attack), ""),
+                   hatch={"fb": "//", "blind": ".."}.get(family[attack], ""),
                    label=attack if ax is axes[0] else None, edgecolor="black", linewidth=0.4)
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set(ylim=(0, 1), ylabel=label)

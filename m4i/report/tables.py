@@ -13,22 +13,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from m4i.identity import ModelId
 from m4i.io import M4IError, atomic_path, read_json
+from m4i.names import TABLE_NAMES
 
 # Paper headline numbers (Hu et al., NeurIPS 2022): unrestricted average attack success rate.
 PAPER_ASR_PCT = {"mb": 72.5, "fb": 94.83}
 PAPER_REF = "Hu et al., NeurIPS 2022 (arXiv 2209.06997), unrestricted average ASR"
-FAMILIES = ("mb", "fb", "blind")
 CAPTION_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougeL", "cider")
-# File stems under tables/ (rules/results.smk declares the same list).
-TABLE_NAMES = ("attacks", "summary", "quality", "blind", "paper_vs_run")
 
 
 # --------------------------------------------------------------------------- loading
-def family_of(attack: str) -> str:
-    """mb / fb / blind from the attack name's prefix; anything else is 'other'."""
-    prefix = attack.split("-", 1)[0]
-    return prefix if prefix in FAMILIES else "other"
+def attack_identity(doc: dict, source: str) -> dict:
+    """The attack's identity fields recorded in a metrics.json (m4i.identity.AttackId.fields)."""
+    ident = _get(doc, "identity.attack", source)
+    for key in ("family", "signal", "method", "access", "uses_references"):
+        if key not in ident:
+            raise M4IError(f"{source}: identity.attack lacks {key!r}")
+    return ident
+
+
+def scenario_identity(doc: dict, source: str) -> dict:
+    """The scenario's identity fields recorded in a metrics.json (m4i.identity.ScenarioId.fields)."""
+    return _get(doc, "identity.scenario", source)
 
 
 def fpr_column(key: str) -> str:
@@ -66,6 +73,7 @@ def attack_row(doc: dict, source: str) -> dict:
         raise M4IError(f"{source}: file says scenario={scenario} attack={attack} seed={seed}, "
                        f"its path says {'/'.join(parts[1:4])}")
     m = _get(doc, "metrics", source)
+    ident, scen = attack_identity(doc, source), scenario_identity(doc, source)
     ci = m.get("ci95", {})
     # A CI is null when it was not computed (n_bootstrap 0 or one class only).
     auc_ci = ci.get("auc") or [None, None]
@@ -74,11 +82,18 @@ def attack_row(doc: dict, source: str) -> dict:
         "row_id": f"attack:{scenario}:{attack}:s{seed}",
         "scenario": scenario,
         "attack": attack,
-        "family": family_of(attack),
-        "uses_references": bool(doc.get("uses_references")),
+        "family": ident["family"],
+        "uses_references": bool(ident["uses_references"]),
         "target_model": doc.get("target_model"),
         "shadow_model": doc.get("shadow_model"),
         "seed": seed,
+        "signal": ident["signal"],
+        "method": ident["method"],
+        "access": ident["access"],
+        "protocol": scen.get("protocol"),
+        "defense": scen.get("defense"),
+        "attacker": scen.get("attacker"),
+        "n_shadows": len(doc.get("shadow_models") or [doc.get("shadow_model")]),
         "attack_success_rate": _num(_get(m, "attack_success_rate", source)),
         "precision": _num(m.get("precision")),
         "recall": _num(m.get("recall")),
@@ -162,15 +177,6 @@ def summary_table(attacks: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- caption quality
-def parse_model_id(model_id: str) -> dict:
-    """<dataset>-<arch>-<role>-s<k>[-<defense>] -> parts; unknown shapes give None fields."""
-    parts = model_id.split("-")
-    if len(parts) >= 4 and parts[3].startswith("s") and parts[3][1:].isdigit():
-        return {"dataset": parts[0], "arch": parts[1], "role": parts[2], "seed": int(parts[3][1:]),
-                "defense": "-".join(parts[4:]) or None}
-    return {"dataset": None, "arch": None, "role": None, "seed": None, "defense": None}
-
-
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -187,12 +193,13 @@ def caption_quality_table(utility_paths: list[str], results_root: str | os.PathL
     for path in utility_paths:
         src = _source(path, results_root)
         doc = read_json(path)
-        model_id = Path(path).stem
+        model = ModelId.parse(Path(path).stem)
+        model_id = str(model)
         held, mem = _get(doc, "heldout", src), _get(doc, "members", src)
         gap = doc.get("gap", {})
         base = doc.get("baseline_fixed_caption", {})
         metrics = [m for m in CAPTION_METRICS if m in held] + sorted(set(held) - set(CAPTION_METRICS))
-        info = {"model_id": model_id, **parse_model_id(model_id)}
+        info = model.fields()
         for m in metrics:
             rows.append({
                 "row_id": f"utility:{model_id}:{m}", **info, "metric": m,
@@ -223,7 +230,7 @@ def caption_quality_table(utility_paths: list[str], results_root: str | os.PathL
                 rows.append({"row_id": f"utility:{model_id}:content_accuracy.{key}", **info,
                              "metric": f"content_accuracy.{key}", "value": _num(val),
                              "sources": src})
-    cols = ["row_id", "model_id", "dataset", "arch", "role", "seed", "defense", "metric", "heldout",
+    cols = ["row_id", "model_id", "dataset", "arch", "role", "index", "seed", "defense", "protocol", "metric", "heldout",
             "members", "gap", "fixed_caption_heldout", "heldout_minus_fixed", "value",
             "fixed_caption", "sources"]
     df = pd.DataFrame(rows)

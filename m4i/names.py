@@ -1,0 +1,52 @@
+"""The study's closed lists of names, each defined once.
+
+Why one module: the config schema, the package and the Snakemake rules all need these lists
+(which splits exist, which protocols, which tables a study writes, ...). Copies drift: the
+schema once allowed optimizers ``[adam, sgd]`` while training also accepted ``adamw``. Here
+every list lives once; ``rules/*.smk`` import them, the package modules import them, and
+``tests/test_names.py`` checks that every enum in ``config/schema.yaml`` equals its list.
+
+Nothing here imports anything heavy: the Snakefile imports this module at parse time.
+"""
+from __future__ import annotations
+
+# --- data ---------------------------------------------------------------------------------------
+DATASET_KINDS = ("synthetic", "flickr8k", "coco", "csv", "jsonl")
+REAL_DATASET_KINDS = DATASET_KINDS[1:]
+SYNTHETIC_STYLES = ("shapes", "doodles")
+
+# Splits of one dataset, in the order they are cut from the seeded permutation. `val` is last
+# and optional (size 0 when no defense needs a validation split), so adding it leaves every
+# other split of an existing study unchanged.
+SPLIT_NAMES = ("target_in", "target_out", "shadow_in", "shadow_out", "mfe", "heldout", "val")
+REQUIRED_SPLITS = SPLIT_NAMES[:-1]
+OPTIONAL_SPLITS = ("val",)
+PROTOCOLS = ("disjoint", "paper_protocol_confounded")
+DEFAULT_PROTOCOL = "disjoint"
+
+# --- models -------------------------------------------------------------------------------------
+BACKBONES = ("resnet18", "resnet50", "resnet152", "vgg16")
+RESNET_TAPS = ("layer1", "layer2", "layer3", "layer4")
+VGG_TAPS = ("pool1", "pool2", "pool3", "pool4", "pool5", "fc6", "fc7")
+CAPTIONER_KINDS = ("show_tell", "vit_gpt2")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DECODE_METHODS = ("greedy", "beam")
+MFE_KINDS = ("paper", "open_clip")
+
+# Roles of a captioner in a scenario: the attacked target, the attacker's shadows (index i),
+# the attacker's reference captioners for per-example calibration (index i).
+ROLES = ("target", "shadow", "ref")
+
+# --- attacks ------------------------------------------------------------------------------------
+SIGNALS = ("metrics", "mfe", "blind")
+ATTACK_METHODS = ("threshold", "linear_svm", "logreg", "mlp")
+# What an attack needs of the captioner: nothing (blind), its generated caption (black-box).
+ACCESS_LEVELS = ("none", "black-box")
+# Attack family by signal: the paper's metric-based (MB) and feature-based (FB) M^4I, the blind
+# baseline that never queries the model.
+FAMILY_OF_SIGNAL = {"metrics": "mb", "mfe": "fb", "blind": "blind"}
+FAMILIES = tuple(dict.fromkeys(FAMILY_OF_SIGNAL.values()))
+
+# --- results ------------------------------------------------------------------------------------
+TABLE_NAMES = ("attacks", "summary", "quality", "blind", "paper_vs_run")
+FIGURE_NAMES = ("roc_linear", "roc_loglog", "attack_summary", "distributions", "quality")

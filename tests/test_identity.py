@@ -1,0 +1,179 @@
+"""Identities (models, MFEs, scenarios, attacks) as data: keys, wildcard patterns, paths, and the
+plan that expands a config into them; the membership of every captioner."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from m4i.config import load_config
+from m4i.data.membership import model_members
+from m4i.identity import Layout, MfeId, ModelId, ScenarioId, attack_identity
+from m4i.io import M4IError
+from m4i.plan import Plan
+
+REPO = Path(__file__).resolve().parents[1]
+
+MODELS = [
+    ModelId("shapes", "lstm", "target", None, 0),
+    ModelId("shapes", "lstm", "shadow", 0, 0),
+    ModelId("doodles", "tfm", "shadow", 12, 3),
+    ModelId("shapes", "lstm", "ref", 7, 1),
+    ModelId("shapes", "lstm", "target", None, 0, defense="dp1"),
+    ModelId("shapes", "lstm", "shadow", 1, 2, defense="paper"),  # a defense named like the suffix
+    ModelId("shapes", "lstm", "target", None, 0, protocol="paper_protocol_confounded"),
+    ModelId("shapes", "lstm", "shadow", 0, 0, defense="relax", protocol="paper_protocol_confounded"),
+]
+
+
+@pytest.mark.parametrize("model", MODELS, ids=str)
+def test_model_key_round_trip_and_pattern(model):
+    key = str(model)
+    assert ModelId.parse(key) == model
+    assert re.fullmatch(ModelId.PATTERN, key)
+    assert model.fields()["model_id"] == key and "-" not in model.dataset
+
+
+def test_model_keys_of_the_existing_layout_are_unchanged():
+    # The files of studies run before identities became data keep their names.
+    assert str(ModelId("shapes", "lstm", "target", None, 0)) == "shapes-lstm-target-s0"
+    assert str(ModelId("doodles", "tfm", "shadow", 0, 0)) == "doodles-tfm-shadow0-s0"
+    assert str(MfeId("clip", "shapes", 0)) == "clip-shapes-s0"
+    assert str(ScenarioId("unrestricted", "paper_protocol_confounded")) == "unrestricted-paper-protocol-confounded"
+
+
+@pytest.mark.parametrize("bad", ["shapes-lstm-target0-s0", "shapes-lstm-shadow-s0", "shapes-lstm-ref-s0",
+                                 "shapes-lstm-target", "shapes_x-lstm-target-s0", "a-b-c-d-e-f-g",
+                                 "shapes-lstm-target-s0-dp-1"])
+def test_bad_model_keys_are_refused(bad):
+    with pytest.raises(M4IError):
+        ModelId.parse(bad)
+
+
+def test_bad_model_fields_are_refused():
+    with pytest.raises(M4IError, match="index"):
+        ModelId("shapes", "lstm", "target", 0, 0)
+    with pytest.raises(M4IError, match="role"):
+        ModelId("shapes", "lstm", "victim", None, 0)
+    with pytest.raises(M4IError, match="letters"):
+        ModelId("sha-pes", "lstm", "target", None, 0)
+    with pytest.raises(M4IError, match="protocol"):
+        ModelId("shapes", "lstm", "target", None, 0, protocol="paper")
+
+
+def test_undefended_twin_and_mfe_ids():
+    m = ModelId.parse("shapes-lstm-shadow2-s1-dp8-paper-protocol-confounded")
+    assert str(m.undefended()) == "shapes-lstm-shadow2-s1-paper-protocol-confounded" and m.role_index == "shadow2"
+    for mfe in (MfeId("paper", "doodles", 4), MfeId("clip", "shapes", 0, "paper_protocol_confounded")):
+        assert MfeId.parse(str(mfe)) == mfe and re.fullmatch(MfeId.PATTERN, str(mfe))
+
+
+@pytest.mark.parametrize("scenario", [
+    ScenarioId("unrestricted"), ScenarioId("data-restricted-flickr8k_rn152"),
+    ScenarioId("unrestricted", "paper_protocol_confounded"),
+    ScenarioId("model-restricted", defense="dp1", attacker="adaptive"),
+    ScenarioId("fully-restricted-x", "paper_protocol_confounded", "relax", "unaware"),
+], ids=str)
+def test_scenario_key_round_trip(scenario):
+    assert ScenarioId.parse(str(scenario)) == scenario
+    assert re.fullmatch(ScenarioId.PATTERN, str(scenario))
+
+
+def test_bad_scenarios_are_refused():
+    with pytest.raises(M4IError):
+        ScenarioId("unrestricted", defense="dp1")  # an attacker model must be named too
+    with pytest.raises(M4IError):
+        ScenarioId("unrestricted", defense="dp1", attacker="clairvoyant")
+    with pytest.raises(M4IError):
+        ScenarioId("unrestricted-paper-protocol-confounded")  # the protocol is a field, not a name
+    with pytest.raises(M4IError):
+        ScenarioId.parse("sideways")
+
+
+def test_attack_identity_says_what_an_attack_needs():
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["attacks"]
+    ids = {n: attack_identity(n, c) for n, c in cfg.items()}
+    assert (ids["mb-svm"].family, ids["mb-svm"].access, ids["mb-svm"].uses_references) == ("mb", "black-box", True)
+    assert (ids["fb-clip-mlp"].family, ids["fb-clip-mlp"].uses_references) == ("fb", False)
+    assert (ids["blind"].family, ids["blind"].access) == ("blind", "none")
+    # An FB attack that reads the reference-caption similarity needs references.
+    fb_ref = attack_identity("x", {"signal": "mfe", "mfe": "clip", "method": "mlp", "features": ["cos", "ref_cos"]})
+    assert fb_ref.uses_references and fb_ref.family == "fb"
+
+
+def test_layout_paths_and_results_root(tmp_path):
+    L = Layout("default")
+    m = ModelId.parse("shapes-lstm-target-s0")
+    assert L.model(m) == "results/default/models/shapes-lstm-target-s0.pt"
+    assert L.captions("{model}", "{split}") == "results/default/captions/{model}/{split}.parquet"
+    assert L.attack_metrics(ScenarioId("unrestricted"), "mb-svm", 0) == \
+        "results/default/attacks/unrestricted/mb-svm/s0/metrics.json"
+    table = tmp_path / "results" / "default" / "tables" / "attacks.csv"
+    assert Layout.root_of(table) == tmp_path / "results" / "default"
+    with pytest.raises(M4IError, match="results"):
+        Layout.root_of(tmp_path / "elsewhere.csv")
+
+
+# ------------------------------------------------------------------------------------------ plan
+def test_plan_of_the_default_study():
+    plan = Plan(load_config(REPO / "config" / "config.yaml"))
+    assert [str(m) for m in plan.models()] == [
+        "doodles-lstm-shadow0-s0", "doodles-tfm-shadow0-s0", "shapes-lstm-shadow0-s0",
+        "shapes-lstm-target-s0", "shapes-tfm-shadow0-s0"]
+    control = plan.scenario("unrestricted-paper-protocol-confounded", 0)
+    assert control.attacks == ("blind",) and control.target.protocol == "paper_protocol_confounded"
+    assert control.target not in plan.models()  # the blind baseline never queries it
+    inputs = plan.attack_inputs("data-restricted", "mb-svm", 0)
+    assert inputs["shadow0_shadow_in"].endswith("signals/metrics/doodles-lstm-shadow0-s0/shadow_in.parquet")
+    assert inputs["target_out"].endswith("signals/metrics/shapes-lstm-target-s0/target_out.parquet")
+    assert inputs["shadow_splits"].endswith("splits/doodles/disjoint-s0.json")
+    assert str(plan.mfe_id(plan.scenario("fully-restricted", 0), "fb-clip-mlp")) == "clip-doodles-s0"
+
+
+def test_plan_with_k_shadows_and_seeds(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    cfg["seeds"] = [0, 1]
+    cfg["scenarios"]["unrestricted"]["n_shadows"] = 3
+    path = tmp_path / "k.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    plan = Plan(load_config(path))
+    sc = plan.scenario("unrestricted", 1)
+    assert [m.role_index for m in sc.shadows] == ["shadow0", "shadow1", "shadow2"]
+    assert all(m.seed == 1 for m in sc.shadows)
+    keys = set(plan.attack_inputs("unrestricted", "mb-logreg", 1))
+    assert {f"shadow{i}_{s}" for i in range(3) for s in ("shadow_in", "shadow_out")} <= keys
+    assert len(plan.attack_metrics()) == 2 * len(Plan(load_config(REPO / "config" / "test.yaml")).attack_metrics())
+
+
+# ------------------------------------------------------------------------------------ membership
+def _splits(n=40):
+    ids = [f"d:{i:03d}" for i in range(n)]
+    return {"dataset": "d", "splits": {"target_in": ids[:10], "target_out": ids[10:20],
+                                       "shadow_in": ids[20:26], "shadow_out": ids[26:40]}}
+
+
+def test_membership_of_target_and_shadows():
+    sp = _splits()
+    t = model_members(ModelId("d", "lstm", "target", None, 0), sp)
+    assert t["members"] == sp["splits"]["target_in"] and t["nonmembers"] == sp["splits"]["target_out"]
+    s0 = model_members(ModelId("d", "lstm", "shadow", 0, 0), sp)
+    assert s0["members"] == sp["splits"]["shadow_in"]
+    pool = set(sp["splits"]["shadow_in"]) | set(sp["splits"]["shadow_out"])
+    draws = [model_members(ModelId("d", "lstm", "shadow", i, 0), sp) for i in (1, 2)]
+    for d in draws:
+        assert len(d["members"]) == 6 and set(d["members"]) | set(d["nonmembers"]) == pool
+        assert not set(d["members"]) & set(d["nonmembers"]) and d["members"] == sorted(d["members"])
+        assert not set(d["members"]) & set(sp["splits"]["target_in"] + sp["splits"]["target_out"])
+    assert draws[0]["members"] != draws[1]["members"]  # independent draws
+    again = model_members(ModelId("d", "tfm", "shadow", 1, 0, defense="dp1"), sp)
+    assert again["members"] == draws[0]["members"]  # arch and defense do not change the data
+    # Over many shadows each pool record is a member about |shadow_in| / |pool| of the time.
+    counts = np.zeros(len(pool))
+    order = sorted(pool)
+    for i in range(1, 201):
+        for r in model_members(ModelId("d", "lstm", "shadow", i, 0), sp)["members"]:
+            counts[order.index(r)] += 1
+    assert np.allclose(counts / 200, 6 / 20, atol=0.12)
