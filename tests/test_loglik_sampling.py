@@ -16,7 +16,7 @@ from m4i.models.features import extract_features
 from m4i.models.generate import COLUMNS, generate_captions
 from m4i.models.train import load_captioner, train_captioner
 from m4i.signals.loglik import reference_loglik
-from m4i.text import Vocab, build_vocab
+from m4i.text import build_vocab
 
 torch.set_num_threads(1)
 
