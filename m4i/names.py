@@ -30,7 +30,7 @@ RESNET_TAPS = ("layer1", "layer2", "layer3", "layer4")
 VGG_TAPS = ("pool1", "pool2", "pool3", "pool4", "pool5", "fc6", "fc7")
 CAPTIONER_KINDS = ("show_tell", "vit_gpt2")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-DECODE_METHODS = ("greedy", "beam")
+DECODE_METHODS = ("greedy", "beam", "sample")
 MFE_KINDS = ("paper", "open_clip")
 
 # Roles of a captioner in a scenario: the attacked target, the attacker's shadows (index i),

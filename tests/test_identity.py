@@ -177,3 +177,17 @@ def test_membership_of_target_and_shadows():
         for r in model_members(ModelId("d", "lstm", "shadow", i, 0), sp)["members"]:
             counts[order.index(r)] += 1
     assert np.allclose(counts / 200, 6 / 20, atol=0.12)
+
+
+def test_membership_of_reference_captioners_is_a_balanced_matrix():
+    sp = _splits()
+    pool = sorted(sp["splits"]["target_in"] + sp["splits"]["target_out"])
+    refs = [model_members(ModelId("d", "lstm", "ref", i, 0), sp, n_refs=4) for i in range(4)]
+    for r in refs:
+        assert set(r["members"]) | set(r["nonmembers"]) == set(pool) and not set(r["members"]) & set(r["nonmembers"])
+    counts = {rid: sum(rid in r["members"] for r in refs) for rid in pool}
+    assert set(counts.values()) == {2}  # every candidate IN for exactly K/2 = 2 references
+    with pytest.raises(M4IError, match="number of reference"):
+        model_members(ModelId("d", "lstm", "ref", 0, 0), sp)
+    with pytest.raises(M4IError, match="only 4"):
+        model_members(ModelId("d", "lstm", "ref", 4, 0), sp, n_refs=4)

@@ -1,4 +1,4 @@
-"""Batched greedy and beam-search decoding for any captioner with a step interface.
+"""Batched greedy, beam-search and sampled decoding for any captioner with a step interface.
 
 A captioner provides ``start(inputs) -> state``, ``step(prev_ids[B], state) -> (logprobs[B,V],
 state)`` and ``select(state, index[B']) -> state`` (gather rows). Every hypothesis starts from
@@ -7,27 +7,71 @@ state)`` and ``select(state, index[B']) -> state`` (gather rows). Every hypothes
 
 Greedy and beam search both choose with ``topk`` so that ties break the same way: beam search
 with width 1 returns exactly the greedy result.
+
+Sampled decoding (``method: sample``) draws each token from the model's distribution sharpened
+or flattened by ``temperature`` and limited to the ``top_k`` most likely tokens (0 = all). Each
+decoded row reads its own stream of uniforms, seeded per record and query (``sample_seed``), and
+picks the token by inverse CDF, so a record's captions do not depend on which records share its
+batch. ``queries: N`` asks for N sampled captions per record (the multi-query attacker; a
+sampling defense answers with one). ``truncate: k`` (any method) cuts the answer to its first k
+words after decoding, as a target that returns only a caption prefix would. The log-probabilities
+reported are always the model's own (temperature 1, no top-k), like greedy's and beam's.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from m4i.io import M4IError
 from m4i.names import DECODE_METHODS
+from m4i.seeding import derive_seed
 
-DECODE_DEFAULTS = {"method": "greedy", "beam_size": 1, "max_len": 20, "length_penalty": 0.0, "batch_size": 64}
+METHODS = DECODE_METHODS
+DECODE_DEFAULTS = {"method": "greedy", "beam_size": 1, "max_len": 20, "length_penalty": 0.0, "batch_size": 64,
+                   "temperature": 1.0, "top_k": 0, "truncate": None, "queries": 1}
+
+
+def _posint(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def normalize_decode(decode: dict | None) -> dict:
-    out = {**DECODE_DEFAULTS, **(decode or {})}
-    if out["method"] not in DECODE_METHODS:
-        raise M4IError(f"decode.method must be one of {list(DECODE_METHODS)}, got {out['method']!r}")
-    for key in ("beam_size", "max_len", "batch_size"):
-        if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 1:
+    """The decode settings with defaults filled in, validated without the config schema.
+
+    Sampling knobs (temperature, top_k) with a deterministic method, and several queries of a
+    deterministic method (N identical captions), are refused rather than silently ignored.
+    """
+    given = dict(decode or {})
+    unknown = sorted(set(given) - set(DECODE_DEFAULTS))
+    if unknown:
+        raise M4IError(f"decode: unknown setting(s) {unknown} (known: {sorted(DECODE_DEFAULTS)})")
+    out = {**DECODE_DEFAULTS, **given}
+    if out["method"] not in METHODS:
+        raise M4IError(f"decode.method must be one of {list(METHODS)}, got {out['method']!r}")
+    for key in ("beam_size", "max_len", "batch_size", "queries"):
+        if not _posint(out[key]):
             raise M4IError(f"decode.{key} must be an integer >= 1, got {out[key]!r}")
-    if not isinstance(out["length_penalty"], (int, float)):
+    if not isinstance(out["length_penalty"], (int, float)) or isinstance(out["length_penalty"], bool):
         raise M4IError(f"decode.length_penalty must be a number, got {out['length_penalty']!r}")
+    t = out["temperature"]
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 < t < float("inf"):
+        raise M4IError(f"decode.temperature must be a number > 0, got {t!r}")
+    if not isinstance(out["top_k"], int) or isinstance(out["top_k"], bool) or out["top_k"] < 0:
+        raise M4IError(f"decode.top_k must be an integer >= 0 (0 = no limit), got {out['top_k']!r}")
+    if out["truncate"] is not None and not _posint(out["truncate"]):
+        raise M4IError(f"decode.truncate must be null or an integer >= 1 (words kept), got {out['truncate']!r}")
+    if out["method"] != "sample":
+        if out["queries"] != 1:
+            raise M4IError(f"decode.queries = {out['queries']} needs method 'sample' "
+                           f"({out['method']} decoding gives the same caption every time)")
+        if float(t) != 1.0 or out["top_k"] != 0:
+            raise M4IError(f"decode.temperature/top_k apply to method 'sample' only, not {out['method']!r}")
     return out
+
+
+def sample_seed(seed: int, record_id: str, query: int) -> int:
+    """The seed of one sampled caption: a function of (seed, record, query) only."""
+    return derive_seed(seed, "decode-sample", str(record_id), int(query))
 
 
 @torch.no_grad()
@@ -142,10 +186,72 @@ def beam_search(
     return out
 
 
-def decode_batch(model, inputs, vocab, decode: dict) -> list[tuple[list[int], list[float]]]:
-    """Decode one batch of encoder inputs with the normalised ``decode`` settings."""
+@torch.no_grad()
+def sample(model, inputs, start_id: int, end_id: int, max_len: int, temperature: float, top_k: int,
+           seeds: list[int]) -> list[tuple[list[int], list[float]]]:
+    """Ancestral sampling; row i reads the uniforms of ``seeds[i]`` (one per step).
+
+    Token t of row i is the first whose cumulative probability exceeds u[i, t] (float64), from
+    softmax(logprobs / temperature) restricted to tokens at least as likely as the top_k-th
+    (ties at the k-th value are all kept, so the cut does not depend on topk's tie order).
+    """
+    n = len(inputs)
+    if len(seeds) != n:
+        raise M4IError(f"sample: {len(seeds)} seeds for {n} inputs")
+    uniforms = torch.from_numpy(np.stack([np.random.default_rng(s).random(max_len) for s in seeds])
+                                if n else np.zeros((0, max_len)))
+    state = model.start(inputs)
+    prev = torch.full((n,), start_id, dtype=torch.long, device=inputs.device)
+    ids = [[] for _ in range(n)]
+    lps = [[] for _ in range(n)]
+    done = torch.zeros(n, dtype=torch.bool)
+    for t in range(max_len):
+        logprobs, state = model.step(prev, state)
+        logprobs = logprobs.float().cpu()
+        logits = logprobs.double() / float(temperature)
+        if 0 < top_k < logits.shape[1]:
+            kth = logits.topk(top_k, dim=1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        cdf = torch.softmax(logits, dim=1).cumsum(dim=1)
+        total = cdf[:, -1:]
+        u = torch.minimum(uniforms[:, t : t + 1] * total, torch.nextafter(total, torch.zeros_like(total)))
+        tok = torch.searchsorted(cdf, u, right=True)[:, 0].clamp(max=cdf.shape[1] - 1)
+        lp = logprobs.gather(1, tok[:, None])[:, 0]
+        tok_l, lp_l = tok.tolist(), lp.tolist()
+        for i in torch.nonzero(~done).flatten().tolist():
+            ids[i].append(tok_l[i])
+            lps[i].append(lp_l[i])
+        done |= tok == end_id
+        if bool(done.all()):
+            break
+        prev = tok.to(inputs.device)
+    return list(zip(ids, lps))
+
+
+def truncate(ids: list[int], lps: list[float], k: int | None, end_id: int) -> tuple[list[int], list[float]]:
+    """The first ``k`` words of a decoded sequence; an ``<end>`` right after them stays (the
+    caption ended on its own), a longer caption loses its tail and its ``<end>``."""
+    words = len(ids) - (1 if ids and ids[-1] == end_id else 0)
+    if k is None or words <= k:
+        return ids, lps
+    return ids[:k], lps[:k]
+
+
+def decode_batch(model, inputs, vocab, decode: dict, seeds: list[int] | None = None) -> list[tuple[list[int], list[float]]]:
+    """Decode one batch of encoder inputs with the normalised ``decode`` settings.
+
+    ``seeds`` (one per input row, from ``sample_seed``) is required by method ``sample``.
+    """
     if decode["method"] == "greedy":
-        return greedy(model, inputs, vocab.start, vocab.end, decode["max_len"])
-    return beam_search(
-        model, inputs, vocab.start, vocab.end, decode["max_len"], decode["beam_size"], decode["length_penalty"]
-    )
+        out = greedy(model, inputs, vocab.start, vocab.end, decode["max_len"])
+    elif decode["method"] == "beam":
+        out = beam_search(model, inputs, vocab.start, vocab.end, decode["max_len"], decode["beam_size"],
+                          decode["length_penalty"])
+    else:
+        if seeds is None:
+            raise M4IError("decode method 'sample' needs a seed per row")
+        out = sample(model, inputs, vocab.start, vocab.end, decode["max_len"], decode["temperature"],
+                     decode["top_k"], seeds)
+    if decode.get("truncate") is None:
+        return out
+    return [truncate(ids, lps, decode["truncate"], vocab.end) for ids, lps in out]
