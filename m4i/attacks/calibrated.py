@@ -63,7 +63,6 @@ import pandas as pd
 from scipy import stats
 
 from m4i.io import M4IError
-from m4i.seeding import derive_seed
 
 CENTERS = ("mean", "median")
 VARIANCES = ("per_example", "global")
