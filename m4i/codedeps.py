@@ -87,15 +87,22 @@ def module_closure(source: str | Path, repo: Path = REPO) -> list[Path]:
 
 
 @functools.lru_cache(maxsize=None)
-def code_hash(script: str | Path, repo: Path = REPO) -> str:
+def code_hash(script: str | Path, repo: Path = REPO, extra: tuple[str, ...] = ()) -> str:
     """SHA-256 over the script and every package file it can run (path and content of each).
 
-    Cached per process: the Snakefile asks once per rule, and the code does not change while a
-    workflow is being planned.
+    ``extra``: modules a job imports by name at run time (``importlib``), invisible to the
+    script's static closure, e.g. the one defense a defended captioner trains with; their own
+    closures count too. Cached per process: the code does not change while a workflow is planned.
     """
     script = Path(script)
     h = hashlib.sha256()
-    for path in [script.resolve(), *module_closure(script, repo)]:
+    files = set(module_closure(script, repo))
+    for name in extra:
+        path = _module_file(name, Path(repo))
+        if path is None:
+            raise ValueError(f"code_hash: no module {name!r} under {repo}")
+        files |= {path, *module_closure(path, repo)}
+    for path in [script.resolve(), *sorted(files)]:
         rel = path.relative_to(Path(repo).resolve()).as_posix() if path.is_relative_to(Path(repo).resolve()) else path.name
         h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
@@ -106,9 +113,12 @@ def code_hash(script: str | Path, repo: Path = REPO) -> str:
 DVC_STAGES = {
     "data": {"rules": ["rules/data.smk"], "params": ["datasets", "splits", "seeds"],
              "outs": ["data", "splits"]},
-    "captioners": {"rules": ["rules/captioners.smk"], "params": ["features", "captioners", "scenarios", "device"],
+    "captioners": {"rules": ["rules/captioners.smk"],
+                   "params": ["features", "captioners", "scenarios", "defenses", "device"],
                    "outs": ["backbones", "features", "models", "captions", "utility"],
-                   "inputs": ["data", "splits"]},
+                   "inputs": ["data", "splits"],
+                   # imported by name at run time (one defense per job): all of them count here
+                   "dynamic": ["m4i/defenses"]},
     "attacks": {"rules": ["rules/attacks.smk", "rules/mfe.smk"], "params": ["mfe", "attacks", "evaluation"],
                 "outs": ["signals", "mfe", "attacks"], "inputs": ["captions", "features", "models"]},
     "results": {"rules": ["rules/results.smk"], "params": [],
@@ -139,6 +149,9 @@ def stage_deps(stage: str, repo: Path = REPO) -> list[str]:
         for script in rule_scripts(repo / smk):
             files.add(script)
             paths.update(module_closure(repo / script, repo))
+    for folder in spec.get("dynamic", []):
+        for path in sorted((repo / folder).glob("*.py")):
+            paths.update([path, *module_closure(path, repo)])
     files |= {p.relative_to(repo).as_posix() for p in paths}
     return sorted(files)
 

@@ -24,11 +24,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from m4i.io import M4IError
-from m4i.names import DEFAULT_PROTOCOL, FAMILY_OF_SIGNAL, PROTOCOLS, ROLES
+from m4i.names import ATTACKERS, CALIBRATED_METHODS, DEFAULT_PROTOCOL, FAMILY_OF_METHOD, FAMILY_OF_SIGNAL, PROTOCOLS, ROLES
 
 NAME = "[A-Za-z0-9]+"
 SEED = "[0-9]+"
-ATTACKERS = ("unaware", "adaptive")
 # The one non-default protocol is spelled out in every key it touches, so that no artifact of the
 # original code's confounded split can be mistaken for one of the honest study.
 PROTOCOL_SUFFIX = {"disjoint": "", "paper_protocol_confounded": "-paper-protocol-confounded"}
@@ -164,15 +163,27 @@ class AttackId:
     access: str
     uses_references: bool
     mfe: str | None = None
+    queries: int = 1
 
     PATTERN = "[-A-Za-z0-9]+"
 
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def calibrated(self) -> bool:
+        """Per-example calibration against reference models (LiRA, RMIA)."""
+        return self.method in CALIBRATED_METHODS
+
+    @property
+    def online(self) -> bool:
+        """Reference models trained on the candidates (online) rather than without them."""
+        return self.method.endswith("_online")
+
     def fields(self) -> dict:
         return {"attack": self.name, "family": self.family, "signal": self.signal, "method": self.method,
-                "access": self.access, "uses_references": self.uses_references, "mfe": self.mfe}
+                "access": self.access, "uses_references": self.uses_references, "mfe": self.mfe,
+                "queries": self.queries, "calibrated": self.calibrated}
 
 
 # Signal columns that are computed from the record's reference captions (an FB attack that
@@ -187,14 +198,24 @@ def attack_identity(name: str, cfg: dict) -> AttackId:
         raise M4IError(f"config key attacks.{name}.signal: unknown signal {signal!r}")
     features = cfg.get("features", "all")
     ref_cols = REFERENCE_COLUMNS.get(signal, ())
-    if signal in ("metrics", "blind"):
-        uses_refs = True  # caption similarity to the references / statistics of the references
+    if signal in ("metrics", "blind", "loglik"):
+        # similarity to / statistics of / likelihood of the record's reference captions
+        uses_refs = True
     else:
         uses_refs = features == "all" or any(c in ref_cols for c in features)
+    queries = int(cfg.get("queries", 1))
+    if signal == "blind":
+        access = "none"
+    elif signal == "loglik":
+        access = "gray-box"
+    elif queries > 1:
+        access = "multi-query"
+    else:
+        access = "black-box"
+    method = cfg["method"]
     return AttackId(
-        name=name, family=FAMILY_OF_SIGNAL[signal], signal=signal, method=cfg["method"],
-        access="none" if signal == "blind" else "black-box", uses_references=bool(uses_refs),
-        mfe=cfg.get("mfe"),
+        name=name, family=FAMILY_OF_METHOD.get(method, FAMILY_OF_SIGNAL[signal]), signal=signal, method=method,
+        access=access, uses_references=bool(uses_refs), mfe=cfg.get("mfe"), queries=queries,
     )
 
 
@@ -302,6 +323,9 @@ class Layout:
     # signals and attacks
     def metric_signals(self, model, split) -> str:
         return self._p("signals", "metrics", model, f"{split}.parquet")
+
+    def loglik_signals(self, model, split) -> str:
+        return self._p("signals", "loglik", model, f"{split}.parquet")
 
     def blind_signals(self, dataset, protocol, seed, split) -> str:
         return self._p("signals", "blind", dataset, f"{protocol}-s{seed}", f"{split}.parquet")

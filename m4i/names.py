@@ -38,14 +38,31 @@ MFE_KINDS = ("paper", "open_clip")
 ROLES = ("target", "shadow", "ref")
 
 # --- attacks ------------------------------------------------------------------------------------
-SIGNALS = ("metrics", "mfe", "blind")
-ATTACK_METHODS = ("threshold", "linear_svm", "logreg", "mlp")
-# What an attack needs of the captioner: nothing (blind), its generated caption (black-box).
-ACCESS_LEVELS = ("none", "black-box")
-# Attack family by signal: the paper's metric-based (MB) and feature-based (FB) M^4I, the blind
-# baseline that never queries the model.
-FAMILY_OF_SIGNAL = {"metrics": "mb", "mfe": "fb", "blind": "blind"}
-FAMILIES = tuple(dict.fromkeys(FAMILY_OF_SIGNAL.values()))
+# Per-record signals: caption similarity to the references (metrics), image-caption features of
+# an MFE (mfe), the blind baseline's statistics (blind), and the teacher-forced log-likelihood of
+# each reference caption (loglik: gray-box, needs the model's token probabilities).
+SIGNALS = ("metrics", "mfe", "blind", "loglik")
+# The paper's shadow-calibrated attacks (one global rule fitted on shadows), then the per-example
+# calibrated ones (LiRA, Carlini et al. 2022; RMIA, Zarifzadeh et al. 2024).
+PAPER_METHODS = ("threshold", "linear_svm", "logreg", "mlp")
+CALIBRATED_METHODS = ("lira_online", "lira_offline", "rmia_online", "rmia_offline")
+ATTACK_METHODS = PAPER_METHODS + CALIBRATED_METHODS
+# What an attack needs of the captioner: nothing (blind), one generated caption per record
+# (black-box), several sampled captions per record (multi-query), token probabilities (gray-box).
+ACCESS_LEVELS = ("none", "black-box", "multi-query", "gray-box")
+# Attack family: the paper's metric-based (MB) and feature-based (FB) M^4I and the blind baseline
+# that never queries the model, by signal; the calibrated attacks by method.
+FAMILY_OF_SIGNAL = {"metrics": "mb", "mfe": "fb", "blind": "blind", "loglik": "mb"}
+FAMILY_OF_METHOD = {"lira_online": "lira", "lira_offline": "lira", "rmia_online": "rmia", "rmia_offline": "rmia"}
+FAMILIES = ("mb", "fb", "blind", "lira", "rmia")
+
+# Attacker models against a defended target: trained its shadows without the defense (unaware) or
+# with the same defense and parameters (adaptive).
+ATTACKERS = ("unaware", "adaptive")
+
+# Defense kinds, each a module of m4i.defenses: training-side (dp_sgd, regularize, relaxloss) or
+# output-side (decode: sampled or truncated answers from the undefended weights).
+DEFENSE_KINDS = ("dp_sgd", "regularize", "relaxloss", "decode")
 
 # --- results ------------------------------------------------------------------------------------
 TABLE_NAMES = ("attacks", "summary", "quality", "blind", "paper_vs_run")

@@ -6,9 +6,18 @@ from ``m4i.identity.Layout``.
 
 A scenario (config ``scenarios.<name>``) names a target side and a shadow side (dataset and
 captioner each); ``n_shadows: K`` gives the attacker K shadow captioners of the shadow side
-(default 1). With ``splits.confounded_control`` the blind baseline also runs on the original
-code's confounded split, as the first ``unrestricted`` scenario of that dataset with the
-protocol swapped.
+(default 1), ``references: K`` K reference captioners (the shadow side's captioner trained on
+random halves of the target's candidates: LiRA's online reference models). With
+``splits.confounded_control`` the first ``unrestricted`` scenario of that dataset also runs on the
+original code's confounded split. With ``defenses`` and ``defense_evaluation``, the listed
+scenarios also run against each defended target, once per attacker model (``unaware``: the
+undefended shadows; ``adaptive``: shadows trained with the same defense).
+
+Which attacks run where: a scenario's ``attacks`` (default all), minus those it cannot run:
+calibrated attacks need reference captioners (online) or shadows on the candidates (offline)
+and are not run against defended targets (K defended reference captioners per defense would
+multiply the study's cost); multi-query attacks (``queries`` > 1) run only where the target
+answers with sampled captions.
 """
 from __future__ import annotations
 
@@ -17,6 +26,10 @@ from dataclasses import dataclass, field
 from m4i.identity import AttackId, Layout, MfeId, ModelId, ScenarioId, attack_identity
 from m4i.io import M4IError
 from m4i.names import DEFAULT_PROTOCOL
+
+# The records a calibrated attack reads of every model: the candidates and the population
+# (held-out records no captioner trains on; RMIA's z).
+CALIBRATION_SPLITS = ("target_in", "target_out", "heldout")
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,7 @@ class ScenarioPlan:
     target: ModelId
     shadows: tuple[ModelId, ...]
     attacks: tuple[str, ...]
+    refs: tuple[ModelId, ...] = ()
     target_side: dict = field(compare=False, hash=False, default=None)
     shadow_side: dict = field(compare=False, hash=False, default=None)
 
@@ -52,24 +66,55 @@ class Plan:
     def attacks_with(self, signal: str) -> list[str]:
         return [n for n, a in self.attack_ids.items() if a.signal == signal]
 
-    def _scenario(self, sid: ScenarioId, scn: dict, seed: int, attacks) -> ScenarioPlan:
+    def _scenario(self, sid: ScenarioId, scn: dict, seed: int, attacks, n_shadows: int | None = None,
+                  n_refs: int | None = None) -> ScenarioPlan:
         t, s = scn["target"], scn["shadow"]
         target = ModelId(t["dataset"], t["arch"], "target", None, seed, sid.defense, sid.protocol)
         shadow_defense = sid.defense if sid.attacker == "adaptive" else None
+        k = int(scn.get("n_shadows", 1) if n_shadows is None else n_shadows)
         shadows = tuple(ModelId(s["dataset"], s["arch"], "shadow", i, seed, shadow_defense, sid.protocol)
-                        for i in range(int(scn.get("n_shadows", 1))))
-        return ScenarioPlan(sid, seed, target, shadows, tuple(attacks), t, s)
+                        for i in range(k))
+        r = int(scn.get("references", 0) if n_refs is None else n_refs)
+        refs = tuple(ModelId(t["dataset"], s["arch"], "ref", i, seed, None, sid.protocol) for i in range(r))
+        plan = ScenarioPlan(sid, seed, target, shadows, (), refs, t, s)
+        runnable = tuple(a for a in attacks if self.runnable(plan, a))
+        return ScenarioPlan(sid, seed, target, shadows, runnable, refs, t, s)
+
+    def runnable(self, plan: ScenarioPlan, attack: str) -> bool:
+        """Whether the scenario has what ``attack`` needs (see the module docstring)."""
+        a = self.attack(attack)
+        if a.calibrated and (plan.id.defense is not None or a.family == "blind"):
+            return False
+        if a.calibrated and a.online and len(plan.refs) < 2:
+            return False
+        if a.calibrated and not a.online and (plan.shadow_side["dataset"] != plan.target_side["dataset"]):
+            # offline reference models (the shadows) must be queried on the target's candidates,
+            # which are records of the target's dataset: shadows of another dataset cannot serve
+            return False
+        if a.queries > 1 and self.decode_of(plan.target)["method"] != "sample":
+            return False
+        return True
 
     def scenarios(self, seed: int) -> list[ScenarioPlan]:
-        """Configured scenarios (in config order), then the confounded blind-only control."""
+        """Configured scenarios (in config order), the confounded control, then the defended ones."""
         out = []
         for name, scn in self.config["scenarios"].items():
             attacks = scn.get("attacks") or list(self.attack_ids)
             out.append(self._scenario(ScenarioId(name, self.protocol), scn, seed, attacks))
         if self.control and self.protocol == DEFAULT_PROTOCOL:
             base = self._control_base()
-            sid = ScenarioId(base, "paper_protocol_confounded")
-            out.append(self._scenario(sid, self.config["scenarios"][base], seed, self.attacks_with("blind")))
+            scn = self.config["scenarios"][base]
+            attacks = self.control.get("attacks") or scn.get("attacks") or list(self.attack_ids)
+            out.append(self._scenario(ScenarioId(base, "paper_protocol_confounded"), scn, seed, attacks))
+        evaluation = self.config.get("defense_evaluation") or {}
+        for name in evaluation.get("scenarios", []):
+            scn = self.config["scenarios"][name]
+            attacks = evaluation.get("attacks") or scn.get("attacks") or list(self.attack_ids)
+            for defense in self.config.get("defenses") or {}:
+                for attacker in evaluation.get("attackers", ["unaware", "adaptive"]):
+                    sid = ScenarioId(name, self.protocol, defense, attacker)
+                    out.append(self._scenario(sid, scn, seed, attacks, n_shadows=evaluation.get("n_shadows", 1),
+                                              n_refs=0))
         return out
 
     def _control_base(self) -> str:
@@ -79,6 +124,15 @@ class Plan:
             if name.startswith("unrestricted") and scn["target"]["dataset"] == ds:
                 return name
         raise M4IError(f"config key splits.confounded_control.dataset: no unrestricted scenario targets {ds!r}")
+
+    def n_refs(self, model: ModelId) -> int | None:
+        """K of a reference captioner's scenario (its members are row i of a K-model matrix)."""
+        if model.role != "ref":
+            return None
+        ks = {len(p.refs) for seed in self.seeds for p in self.scenarios(seed) if model in p.refs}
+        if len(ks) != 1:
+            raise M4IError(f"{model}: reference captioner of scenarios with different K {sorted(ks)}")
+        return ks.pop()
 
     def scenario(self, key: str, seed: int) -> ScenarioPlan:
         for plan in self.scenarios(seed):
@@ -94,14 +148,62 @@ class Plan:
         """Whether ``attack`` queries the scenario's captioners (the blind baseline never does)."""
         return self.attack(attack).access != "none"
 
+    def queried_models(self, plan: ScenarioPlan, attack: str) -> list[ModelId]:
+        """The captioners ``attack`` reads signals of in ``plan``."""
+        a = self.attack(attack)
+        if a.access == "none":
+            return []
+        if a.calibrated:
+            return [plan.target, *(plan.refs if a.online else plan.shadows)]
+        return [plan.target, *plan.shadows]
+
     def models(self) -> list[ModelId]:
-        """Every captioner some attack queries, sorted by key."""
+        """Every captioner some attack queries, sorted by key (a defended key may share its
+        weights with the undefended twin: see ``weights_of``)."""
         out = set()
         for plan, attack in self.attack_runs():
-            if self.queried(plan, attack):
-                out.add(plan.target)
-                out.update(plan.shadows)
+            out.update(self.queried_models(plan, attack))
         return sorted(out, key=str)
+
+    def trained_models(self) -> list[ModelId]:
+        """Every captioner whose weights a job trains."""
+        return sorted({self.weights_of(m) for m in self.models()}, key=str)
+
+    # --------------------------------------------------------------------------------- defenses
+    def defense(self, name: str | None) -> dict | None:
+        if name is None:
+            return None
+        try:
+            return self.config["defenses"][name]
+        except (KeyError, TypeError):
+            raise M4IError(f"unknown defense {name!r}; configured: {sorted(self.config.get('defenses') or {})}") from None
+
+    def training_side(self, model: ModelId) -> bool:
+        """Whether the model's defense changes its training (else it reuses the twin's weights)."""
+        cfg = self.defense(model.defense)
+        if cfg is None:
+            return False
+        from m4i.defenses import training_side
+
+        return training_side(cfg)
+
+    def weights_of(self, model: ModelId) -> ModelId:
+        """The model whose trained weights ``model`` answers with: itself, or for an output-side
+        defense (a decoding change) its undefended twin."""
+        return model if model.defense is None or self.training_side(model) else model.undefended()
+
+    def decode_of(self, model: ModelId) -> dict:
+        """The decode settings the model answers queries with (an output-side defense's own), and
+        for a sampling model as many queries as the most demanding multi-query attack asks."""
+        decode = dict(self.config["captioners"][model.arch]["decode"])
+        cfg = self.defense(model.defense)
+        if cfg is not None:
+            from m4i.defenses import decode_for
+
+            decode = decode_for(cfg, decode)
+        if decode.get("method") == "sample":
+            decode["queries"] = max([1] + [a.queries for a in self.attack_ids.values()])
+        return decode
 
     def mfe_id(self, plan: ScenarioPlan, attack: str) -> MfeId:
         """The attacker trains its MFE on the combination set of the shadow's dataset."""
@@ -132,6 +234,19 @@ class Plan:
 
         return pool_splits(model)
 
+    def datasets_of(self, model: ModelId) -> list[str]:
+        """The datasets a model's records come from: its own, and under the confounded protocol
+        the non-member dataset too."""
+        other = self.nonmember_dataset(model.dataset, model.protocol)
+        return [model.dataset] + ([other] if other else [])
+
+    def manifests_of(self, model: ModelId) -> list[str]:
+        return [self.layout.manifest(d) for d in self.datasets_of(model)]
+
+    def features_of(self, model: ModelId, feat: str | None) -> list[str]:
+        """The feature caches ``feat`` a job on the model's records reads (none without ``feat``)."""
+        return [self.layout.features(feat, d) for d in self.datasets_of(model)] if feat else []
+
     def splits_of(self, model: ModelId) -> str:
         return self.layout.splits(model.dataset, model.protocol, model.seed)
 
@@ -143,13 +258,31 @@ class Plan:
             return L.metric_signals(model, split)
         if a.signal == "mfe":
             return L.mfe_signals(self.mfe_id(plan, attack), model, split)
+        if a.signal == "loglik":
+            return L.loglik_signals(model, split)
         return L.blind_signals(model.dataset, model.protocol, model.seed, split)
 
     def attack_inputs(self, key: str, attack: str, seed: int) -> dict[str, str]:
-        """Signal tables of every shadow (their whole pool: members and non-members) and of the
-        target's members and non-members, plus the shadows' split file (their membership)."""
+        """What an attack reads.
+
+        Paper attacks: signal tables of every shadow on its pool (members and non-members) and of
+        the target's candidates, plus the shadows' split file (their membership).
+        Calibrated attacks: signal tables of the target and of every reference model (online: the
+        reference captioners; offline: the shadows) on the candidates (``target_in``,
+        ``target_out``) and on the population records no captioner trained on (``heldout``), plus
+        the split file of the candidates (each reference model's membership is derived from it).
+        """
         plan = self.scenario(key, seed)
+        a = self.attack(attack)
         out = {}
+        if a.calibrated:
+            refs = plan.refs if a.online else plan.shadows
+            for name, model in [("target", plan.target), *((f"ref{i}", m) for i, m in enumerate(refs))]:
+                for split in CALIBRATION_SPLITS:
+                    out[f"{name}_{split}"] = self.signal_table(attack, plan, model, split)
+            out["candidate_splits"] = self.splits_of(plan.target)
+            out["reference_splits"] = [self.splits_of(m) for m in refs[:1]]
+            return out
         for i, shadow in enumerate(plan.shadows):
             for split in ("shadow_in", "shadow_out"):
                 out[f"shadow{i}_{split}"] = self.signal_table(attack, plan, shadow, split)
@@ -161,8 +294,13 @@ class Plan:
     def attack_metrics(self) -> list[str]:
         return [self.layout.attack_metrics(p.id, a, p.seed) for p, a in self.attack_runs()]
 
+    def utility_models(self) -> list[ModelId]:
+        """Captioners whose caption quality the study reports: targets and each scenario's first
+        shadow (reference captioners and further shadows share their recipes)."""
+        return [m for m in self.models() if m.role == "target" or (m.role == "shadow" and m.index == 0)]
+
     def utility(self) -> list[str]:
-        return [self.layout.utility(m) for m in self.models()]
+        return [self.layout.utility(m) for m in self.utility_models()]
 
     def mfe_quality(self) -> list[str]:
         return [self.layout.mfe_quality(m) for m in self.mfe_ids()]

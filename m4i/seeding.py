@@ -28,3 +28,9 @@ def features_seed(feat: str, spec: dict) -> int:
     """A feature extractor's random initialisation (irrelevant once pretrained or ImageNet weights
     are loaded over it). Features are shared by every study seed: the spec's own ``seed`` (0)."""
     return derive_seed(int(spec.get("seed", 0)), "features", feat)
+
+
+def decode_seed(model) -> int:
+    """The seed of a model's sampled answers (each record and query draws from it, see
+    m4i.models.decoding.sample_seed)."""
+    return derive_seed(model.seed, "decode", str(model))

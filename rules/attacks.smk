@@ -1,11 +1,11 @@
-# Per-record signals (caption metrics, blind statistics, MFE features) -> attacks -> evaluation.
+# Per-record signals (caption metrics, log-likelihoods, blind statistics, MFE features) -> attacks.
 
 
 rule metric_signals:
     """Caption-similarity metrics of each generated caption against its references (corpus-level)."""
     input:
         captions=lambda wc: L.captions(wc.model, wc.split),
-        manifest=lambda wc: L.manifest(model_of(wc).dataset),
+        manifest=lambda wc: PLAN.manifests_of(model_of(wc)),
     output:
         L.metric_signals("{model}", "{split}"),
     params:
@@ -22,6 +22,39 @@ rule metric_signals:
         ENV
     script:
         "../scripts/metric_signals.py"
+
+
+def _loglik_inputs(wc):
+    m = model_of(wc)
+    return {
+        "model": L.model(PLAN.weights_of(m)),
+        "manifest": PLAN.manifests_of(m),
+        "splits": PLAN.splits_of(m),
+        "features": PLAN.features_of(m, PLAN.arch_features(m.arch)),
+    }
+
+
+rule loglik_signals:
+    """Gray-box: teacher-forced mean token log-likelihood of each reference caption of each record."""
+    input:
+        unpack(_loglik_inputs),
+    output:
+        L.loglik_signals("{model}", "{split}"),
+    params:
+        code=code("loglik_signals.py"),
+    log:
+        L.log("signals", "loglik", "{model}", "{split}.log"),
+    benchmark:
+        L.benchmark("signals", "loglik", "{model}", "{split}.tsv")
+    threads: THREADS
+    resources:
+        mem_mb=3000,
+        runtime=30,
+        gpu=GPU,
+    conda:
+        ENV
+    script:
+        "../scripts/loglik_signals.py"
 
 
 def _blind_inputs(wc):
@@ -69,6 +102,8 @@ rule attack:
         attack_id=lambda wc: PLAN.attack(wc.attack).fields(),
         target_model=lambda wc: str(_scenario(wc).target),
         shadow_models=lambda wc: [str(m) for m in _scenario(wc).shadows],
+        reference_models=lambda wc: [str(m) for m in _scenario(wc).refs],
+        n_refs=lambda wc: len(_scenario(wc).refs),
         config=lambda wc: stage_config(f"attacks.{wc.attack}", "evaluation"),
         code=code("run_attack.py"),
     log:

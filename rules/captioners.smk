@@ -55,21 +55,22 @@ rule features:
         "../scripts/extract_features.py"
 
 
-def _features_for(dataset, feat):
-    return [L.features(feat, dataset)] if feat else []
-
-
 def _train_inputs(wc):
     m = model_of(wc)
     return {
-        "manifest": L.manifest(m.dataset),
+        "manifest": PLAN.manifests_of(m),
         "splits": PLAN.splits_of(m),
-        "features": _features_for(m.dataset, PLAN.arch_features(m.arch)),
+        "features": PLAN.features_of(m, PLAN.arch_features(m.arch)),
     }
 
 
+def _defense_module(m):
+    return (f"m4i.defenses.{PLAN.defense(m.defense)['kind']}",) if m.defense else ()
+
+
 rule train_captioner:
-    """Train one captioner on its members (m4i.data.membership); resumable from models/<id>.resume.pt."""
+    """Train one captioner on its members (m4i.data.membership), with its defense if it has one;
+    resumable from models/<id>.resume.pt."""
     input:
         unpack(_train_inputs),
     output:
@@ -79,8 +80,11 @@ rule train_captioner:
     params:
         resume=lambda wc: L.model_resume(wc.model),
         seed=lambda wc: model_of(wc).seed,
-        config=lambda wc: stage_config(f"captioners.{model_of(wc).arch}", "vocab", "device"),
-        code=code("train_captioner.py"),
+        n_refs=lambda wc: PLAN.n_refs(model_of(wc)),
+        defense=lambda wc: PLAN.defense(model_of(wc).defense),
+        config=lambda wc: stage_config(f"captioners.{model_of(wc).arch}", "vocab", "device")
+        | ({f"defenses.{model_of(wc).defense}": PLAN.defense(model_of(wc).defense)} if model_of(wc).defense else {}),
+        code=lambda wc: code("train_captioner.py", *_defense_module(model_of(wc))),
     log:
         L.log("models", "{model}.log"),
     benchmark:
@@ -99,20 +103,22 @@ rule train_captioner:
 def _generate_inputs(wc):
     m = model_of(wc)
     return {
-        "model": L.model(m),
-        "manifest": L.manifest(m.dataset),
+        "model": L.model(PLAN.weights_of(m)),
+        "manifest": PLAN.manifests_of(m),
         "splits": PLAN.splits_of(m),
-        "features": _features_for(m.dataset, PLAN.arch_features(m.arch)),
+        "features": PLAN.features_of(m, PLAN.arch_features(m.arch)),
     }
 
 
 rule generate_captions:
-    """Batched decoding of one captioner on one split: caption and per-token log-probs per record."""
+    """Batched decoding of one captioner on one split: caption(s) and per-token log-probs per record
+    (with the decode settings the model answers with: an output-side defense's own)."""
     input:
         unpack(_generate_inputs),
     output:
         L.captions("{model}", "{split}"),
     params:
+        decode=lambda wc: PLAN.decode_of(model_of(wc)),
         config=lambda wc: stage_config(f"captioners.{model_of(wc).arch}.decode", "device"),
         code=code("generate_captions.py"),
     log:
@@ -132,12 +138,11 @@ rule generate_captions:
 
 def _utility_inputs(wc):
     m = model_of(wc)
-    pool = PLAN.pool_splits(m)
     return {
         "heldout": L.captions(m, "heldout"),
-        "pool": [L.captions(m, split) for split in pool],
-        "members": L.model_members(m),
-        "manifest": L.manifest(m.dataset),
+        "pool": [L.captions(m, split) for split in PLAN.pool_splits(m)],
+        "members": L.model_members(PLAN.weights_of(m)),
+        "manifest": PLAN.manifests_of(m),
     }
 
 

@@ -45,9 +45,10 @@ wildcard_constraints:
     attack="[-A-Za-z0-9]+",
 
 
-def code(script):
-    """Hash of a rule's script and every package module it can run (params: reruns on code change)."""
-    return code_hash(Path(workflow.basedir) / "scripts" / script)
+def code(script, *modules):
+    """Hash of a rule's script and every package module it can run (params: reruns on code change);
+    ``modules``: those a job imports by name at run time (e.g. its defense)."""
+    return code_hash(Path(workflow.basedir) / "scripts" / script, extra=tuple(modules))
 
 
 def model_of(wc):

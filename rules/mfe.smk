@@ -6,7 +6,7 @@ def _mfe_train_inputs(wc):
     return {
         "manifest": L.manifest(m.dataset),
         "splits": L.splits(m.dataset, m.protocol, m.seed),
-        "features": _features_for(m.dataset, PLAN.mfe_features(m.mfe)),
+        "features": [L.features(f, m.dataset) for f in [PLAN.mfe_features(m.mfe)] if f],
     }
 
 
@@ -41,8 +41,8 @@ def _mfe_signal_inputs(wc):
     return {
         "mfe": L.mfe(mfe),
         "captions": L.captions(m, wc.split),
-        "manifest": L.manifest(m.dataset),
-        "features": _features_for(m.dataset, PLAN.mfe_features(mfe.mfe)),
+        "manifest": PLAN.manifests_of(m),
+        "features": PLAN.features_of(m, PLAN.mfe_features(mfe.mfe)),
     }
 
 

@@ -1,13 +1,14 @@
 """Rule metric_signals: generated captions x references -> signals/metrics/<id>/<split>.parquet."""
-from m4i.data.manifest import read_manifest
+from m4i.attacks.queries import map_queries
+from m4i.data.manifest import read_manifests
 from m4i.io import read_table, write_table
 from m4i.signals.caption_metrics import metric_signals
 from m4i.workflow import run
 
 
 def main(smk):
-    manifest, _ = read_manifest(smk.input.manifest)
-    write_table(metric_signals(read_table(smk.input.captions), manifest), smk.output[0])
+    manifest, _ = read_manifests(list(smk.input.manifest))
+    write_table(map_queries(read_table(smk.input.captions), lambda c: metric_signals(c, manifest)), smk.output[0])
 
 
 run(snakemake, main)  # noqa: F821

@@ -1,5 +1,7 @@
-"""Rule attack: shadow and target signal tables -> per-record scores.parquet + metrics.json."""
+"""Rule attack: signal tables -> per-record scores.parquet + metrics.json (one evaluation for all)."""
 from m4i.attacks import run_attack, shadow_tables
+from m4i.attacks.calibrated import run_calibrated
+from m4i.attacks.queries import attacker_view
 from m4i.data.membership import model_members, pool_splits
 from m4i.evaluation import evaluate
 from m4i.identity import ModelId
@@ -7,18 +9,53 @@ from m4i.io import read_json, read_table, write_json, write_table
 from m4i.workflow import run
 
 
-def main(smk):
-    attack = smk.config["attacks"][smk.wildcards.attack]
-    ev = smk.config["evaluation"]
+def _paper(smk, attack, view):
     splits = read_json(smk.input.shadow_splits)
     shadows = []
     for i, key in enumerate(smk.params.shadow_models):
         model = ModelId.parse(key)
         shadows.append({"model": key, "members": model_members(model, splits)["members"],
-                        "tables": [read_table(smk.input[f"shadow{i}_{split}"]) for split in pool_splits(model)]})
+                        "tables": [view(smk.input[f"shadow{i}_{split}"]) for split in pool_splits(model)]})
     shadow_in, shadow_out = shadow_tables(shadows)
-    target_in, target_out = read_table(smk.input.target_in), read_table(smk.input.target_out)
-    scores, info = run_attack(attack, shadow_in, shadow_out, target_in, target_out, seed=smk.params.seed)
+    return run_attack(attack, shadow_in, shadow_out, view(smk.input.target_in), view(smk.input.target_out),
+                      seed=smk.params.seed)
+
+
+def _calibrated(smk, attack, view, references):
+    cand = read_json(smk.input.candidate_splits)["splits"]
+    ref_splits = read_json(smk.input.reference_splits[0])
+
+    def tables(name):
+        return {"candidates": _concat([view(smk.input[f"{name}_{s}"]) for s in ("target_in", "target_out")]),
+                "population": view(smk.input[f"{name}_heldout"])}
+
+    members = [model_members(ModelId.parse(key), ref_splits, n_refs=smk.params.n_refs)["members"]
+               for key in references]
+    return run_calibrated(attack, tables("target"), [tables(f"ref{i}") for i in range(len(references))], members,
+                          candidates=(cand["target_in"], cand["target_out"]), population=cand["heldout"])
+
+
+def _concat(frames):
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)
+
+
+def main(smk):
+    attack = smk.config["attacks"][smk.wildcards.attack]
+    identity = smk.params.attack_id
+    ev = smk.config["evaluation"]
+
+    def view(path):  # what an attacker asking `queries` times per record sees
+        return attacker_view(read_table(path), identity["queries"])
+
+    if identity["calibrated"]:
+        online = attack["method"].endswith("_online")
+        references = smk.params.reference_models if online else smk.params.shadow_models
+        scores, info = _calibrated(smk, attack, view, references)
+    else:
+        references = smk.params.shadow_models
+        scores, info = _paper(smk, attack, view)
     metrics = evaluate(
         scores["label"].to_numpy(),
         scores["score"].to_numpy(),
@@ -28,7 +65,6 @@ def main(smk):
         seed=smk.params.seed,
     )
     write_table(scores, smk.output.scores)
-    identity = smk.params.attack_id
     write_json(
         {
             "attack": smk.wildcards.attack,
@@ -38,6 +74,7 @@ def main(smk):
             "target_model": smk.params.target_model,
             "shadow_model": smk.params.shadow_models[0],
             "shadow_models": list(smk.params.shadow_models),
+            "reference_models": list(references),
             "signal": identity["signal"],
             "uses_references": identity["uses_references"],
             "decision": {"rule": "score >= threshold", "threshold": info["threshold"]},

@@ -87,7 +87,7 @@ def test_every_rule_with_a_script_passes_its_own_code_hash():
     for name, body in blocks:
         script = re.search(r'"\.\./scripts/(\w+\.py)"', body)
         if script:
-            assert f'code=code("{script.group(1)}")' in body, f"rule {name}: params code=code(<its script>)"
+            assert f'code("{script.group(1)}"' in body, f"rule {name}: params code=code(<its script>, ...)"
 
 
 # --------------------------------------------------------------------------------- integration

@@ -27,6 +27,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from m4i.attacks.queries import is_list_column
 from m4i.io import M4IError
 from m4i.names import ATTACK_METHODS
 from m4i.seeding import derive_seed
@@ -42,17 +43,13 @@ TABLES = ("shadow_in", "shadow_out", "target_in", "target_out")
 
 
 # --- features -------------------------------------------------------------------------------
-def _is_list_column(col: pd.Series) -> bool:
-    return len(col) > 0 and isinstance(col.iloc[0], (list, tuple, np.ndarray))
-
-
 def feature_columns(table: pd.DataFrame, features) -> list[str]:
     """The signal columns an attack uses: ``features`` as given, or for "all" every numeric or
     list-valued column except ``record_id``/``label`` (in table order)."""
     if features == "all":
         cols = [c for c in table.columns if c not in ("record_id", "label")
                 and (pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
-                     or _is_list_column(table[c]))]
+                     or is_list_column(table[c]))]
         if not cols:
             raise M4IError("attack features 'all': the signal table has no numeric column")
         return cols
@@ -68,7 +65,7 @@ def _matrix(table: pd.DataFrame, cols: list[str], what: str) -> tuple[np.ndarray
         if c not in table:
             raise M4IError(f"{what}: signal table has no column {c!r} (has {list(table.columns)})")
         col = table[c]
-        if _is_list_column(col):
+        if is_list_column(col):
             try:
                 block = np.array([np.asarray(v, dtype=float) for v in col])
             except (TypeError, ValueError) as exc:

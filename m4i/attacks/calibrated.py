@@ -377,3 +377,105 @@ def signal_array(tables, record_ids, column: str) -> np.ndarray:
     if len({a.shape for a in out}) != 1:
         raise M4IError(f"signal_array: tables disagree on the number of queries: {sorted({a.shape[1] for a in out})}")
     return np.stack(out)
+
+
+# --- one calibrated attack on the workflow's signal tables ------------------------------------------
+DEFAULT_PARAMS = {
+    "lira_online": {"center": "mean", "variance": "global", "ddof": 1, "min_std": 1e-4, "eps": 1e-3},
+    "lira_offline": {"test": "one_sided", "center": "mean", "variance": "global", "ddof": 1, "min_std": 1e-4,
+                     "eps": 1e-3},
+    "rmia_online": {"gamma": 1.0},
+    "rmia_offline": {"gamma": 1.0, "a": 0.3},
+}
+# The decision rule each score comes with (fixed, never fitted on target labels): LiRA online flags
+# a likelihood ratio above 1; LiRA offline (one-sided) a signal above the OUT median (two-sided:
+# less likely than one OUT standard deviation from the OUT mean); RMIA a candidate that dominates
+# more than half of the population.
+THRESHOLDS = {"lira_online": 0.0, "rmia_online": 0.5, "rmia_offline": 0.5}
+
+
+def _threshold(method: str, params: dict) -> float:
+    if method == "lira_offline":
+        if params["test"] == "one_sided":
+            return float(np.log(0.5))
+        return float(-stats.norm.logpdf(1.0))
+    return THRESHOLDS[method]
+
+
+def probabilities(values: np.ndarray, column: str) -> np.ndarray:
+    """RMIA's p(x|theta) from a signal column: the likelihood itself for a gray-box mean token
+    log-likelihood (exp, the geometric-mean token probability), a [0, 1] similarity as it is."""
+    scale = metric_scale(column)
+    if scale == "loglik_logit":
+        return np.exp(values)
+    if scale == "logit":
+        return values
+    raise M4IError(f"RMIA needs a probability-like signal (a log-likelihood or a [0, 1] similarity), "
+                   f"not {column!r}")
+
+
+def run_calibrated(attack: dict, target: dict, references: list[dict], reference_members: list, *,
+                   candidates: tuple[list, list], population: list) -> tuple[pd.DataFrame, dict]:
+    """Score the candidates of a calibrated attack (``attack["method"]`` in DEFAULT_PARAMS).
+
+    ``target`` and every entry of ``references``: ``{"candidates": signal table over the
+    candidates, "population": signal table over the population records}``; ``reference_members``:
+    per reference model, the records it trained on (the attacker's own knowledge);
+    ``candidates``: (record ids of target_in, of target_out) — used only to order the rows and to
+    label them for the evaluation, never by the score; ``population``: record ids no captioner
+    trained on (RMIA's z). ``attack["features"]``: exactly one signal column (a list column's
+    entries are queries, e.g. the five reference captions).
+    Returns ``(scores, info)`` like ``m4i.attacks.run_attack``.
+    """
+    method = attack.get("method")
+    if method not in DEFAULT_PARAMS:
+        raise M4IError(f"calibrated attack method {method!r} unknown (known: {list(DEFAULT_PARAMS)})")
+    features = attack.get("features")
+    if not isinstance(features, (list, tuple)) or len(features) != 1:
+        raise M4IError(f"attack {method}: features must name exactly one signal column, got {features!r}")
+    column = str(features[0])
+    given = attack.get("params") or {}
+    unknown = sorted(set(given) - set(DEFAULT_PARAMS[method]))
+    if unknown:
+        raise M4IError(f"attack method {method!r}: unknown params {unknown} (known: {sorted(DEFAULT_PARAMS[method])})")
+    params = {**DEFAULT_PARAMS[method], **given}
+    if len(references) != len(reference_members) or not references:
+        raise M4IError(f"attack {method}: {len(references)} reference tables but {len(reference_members)} memberships")
+    ins, outs = [str(r) for r in candidates[0]], [str(r) for r in candidates[1]]
+    ids = ins + outs
+    k = len(references)
+    membership = np.array([[r in set(map(str, m)) for r in ids] for m in reference_members], bool)
+    tx = signal_array([target["candidates"]], ids, column)[0]
+    rx = signal_array([r["candidates"] for r in references], ids, column)
+    if method.startswith("lira"):
+        kind = metric_scale(column)
+        tx, rx = gaussian_scale(tx, kind, eps=params["eps"]), gaussian_scale(rx, kind, eps=params["eps"])
+        common = {k_: params[k_] for k_ in ("center", "variance", "ddof", "min_std")}
+        if method == "lira_online":
+            scores = lira_online(tx, rx, membership, **common)
+        else:
+            scores = lira_offline(tx, rx, membership, test=params["test"], **common)
+    else:
+        pop = [str(r) for r in population]
+        tz = signal_array([target["population"]], pop, column)[0]
+        rz = signal_array([r["population"] for r in references], pop, column)
+        tx, rx, tz, rz = (probabilities(a, column) for a in (tx, rx, tz, rz))
+        offline = method == "rmia_offline"
+        scores = rmia(tx, rx, tz, rz, membership=membership, offline=offline, a=params.get("a", 0.3),
+                      gamma=params["gamma"])
+    threshold = _threshold(method, params)
+    table = pd.DataFrame({
+        "record_id": ids,
+        "label": np.r_[np.ones(len(ins), int), np.zeros(len(outs), int)].astype("int64"),
+        "score": np.asarray(scores, dtype="float64"),
+        "prediction": (np.asarray(scores) >= threshold).astype("int64"),
+    })
+    n_in = membership.sum(axis=0)
+    info = {"method": method, "features": [column], "n_features": 1, "threshold": float(threshold),
+            "direction": 1, "params": params, "n_references": k,
+            "references_in_per_candidate": {"min": int(n_in.min()), "max": int(n_in.max())},
+            "n_population": len(population) if method.startswith("rmia") else 0,
+            "decision_rule": {"lira_online": "likelihood ratio > 1", "rmia_online": "dominates > half the population",
+                              "rmia_offline": "dominates > half the population"}.get(
+                method, "above the OUT median" if params.get("test") == "one_sided" else "beyond 1 OUT sd")}
+    return table, info

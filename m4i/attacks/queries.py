@@ -18,7 +18,7 @@ from m4i.io import M4IError
 AGGREGATES = ("mean", "max")
 
 
-def _is_list_column(col: pd.Series) -> bool:
+def is_list_column(col: pd.Series) -> bool:
     return len(col) > 0 and isinstance(col.iloc[0], (list, tuple, np.ndarray))
 
 
@@ -63,7 +63,7 @@ def aggregate_queries(table: pd.DataFrame, what: str = "signal table") -> pd.Dat
     out = {"record_id": list(order)}
     for c in cols:
         col = table[c]
-        if _is_list_column(col):
+        if is_list_column(col):
             try:
                 vals = np.stack([np.asarray(v, dtype=float) for v in col])
             except (TypeError, ValueError) as exc:
@@ -89,10 +89,11 @@ def map_queries(table: pd.DataFrame, fn: Callable[[pd.DataFrame], pd.DataFrame])
 
     Per query, so that corpus-level statistics (CIDEr's IDF) are computed over one caption per
     record, as for single-query captions, and record ids stay unique within each call.
-    Rows come out in (query, fn's order).
+    Rows come out in (query, fn's order). A table without a ``query`` column (one answer per
+    record) goes to ``fn`` whole.
     """
-    if "query" not in table:
-        raise M4IError(f"map_queries: the table has no 'query' column (has {list(table.columns)})")
+    if "query" not in table:  # one answer per record (greedy or beam): nothing to split
+        return fn(table)
     parts = []
     for q in sorted(table["query"].unique().tolist()):
         part = fn(table[table["query"] == q].drop(columns="query").reset_index(drop=True))
@@ -101,3 +102,23 @@ def map_queries(table: pd.DataFrame, fn: Callable[[pd.DataFrame], pd.DataFrame])
         part.insert(1 if "record_id" in part else 0, "query", np.int64(q))
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
+
+
+def first_query(table: pd.DataFrame) -> pd.DataFrame:
+    """What one query returns: the rows of query 0 without the ``query`` column (a table of one
+    answer per record is returned as it is)."""
+    if "query" not in table:
+        return table
+    return table[table["query"] == 0].drop(columns="query").reset_index(drop=True)
+
+
+def attacker_view(table: pd.DataFrame, queries: int) -> pd.DataFrame:
+    """The signal table an attacker who asks ``queries`` times per record sees: one answer (query
+    0) for a single query; else the mean and max over its first ``queries`` answers per column
+    (``aggregate_queries``). A model that answers deterministically gives the same answer every
+    time, so its single row stands for all queries."""
+    if queries <= 1:
+        return first_query(table)
+    if "query" not in table:
+        table = table.assign(query=np.int64(0))
+    return aggregate_queries(table[table["query"] < queries].reset_index(drop=True))

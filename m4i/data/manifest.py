@@ -79,6 +79,25 @@ def read_manifest(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     return df, Path(meta["root"])
 
 
+def read_manifests(paths) -> tuple[pd.DataFrame, Path]:
+    """One manifest table over several datasets (the confounded protocol's non-members come from
+    another dataset) and one image root above all of them; image paths are made relative to it."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if len(paths) == 1:
+        return read_manifest(paths[0])
+    parts = [read_manifest(p) for p in paths]
+    root = Path(os.path.commonpath([str(Path(r).resolve()) for _, r in parts]))
+    frames = []
+    for df, r in parts:
+        prefix = Path(r).resolve().relative_to(root)
+        frames.append(df.assign(image=[(prefix / im).as_posix() for im in df["image"]]))
+    df = pd.concat(frames, ignore_index=True)
+    dup = df["record_id"][df["record_id"].duplicated()]
+    if len(dup):
+        raise M4IError(f"record id {dup.iloc[0]!r} appears in two of {[str(p) for p in paths]}")
+    return df, root
+
+
 def select(manifest: pd.DataFrame, record_ids: list[str], what: str = "split") -> pd.DataFrame:
     """Rows of ``manifest`` for ``record_ids``, in that order; unknown ids are an error."""
     indexed = manifest.set_index("record_id", drop=False)
@@ -88,11 +107,12 @@ def select(manifest: pd.DataFrame, record_ids: list[str], what: str = "split") -
     return indexed.loc[record_ids].reset_index(drop=True)
 
 
-def split_records(manifest_path: str | os.PathLike, splits_path: str | os.PathLike, split: str) -> tuple[pd.DataFrame, Path]:
-    """The manifest rows of one split (in the split file's order) and the image root."""
+def split_records(manifest_path, splits_path: str | os.PathLike, split: str) -> tuple[pd.DataFrame, Path]:
+    """The manifest rows of one split (in the split file's order) and the image root
+    (``manifest_path``: one manifest or a list, see ``read_manifests``)."""
     from m4i.io import read_json
 
-    manifest, root = read_manifest(manifest_path)
+    manifest, root = read_manifests(manifest_path)
     splits = read_json(splits_path)
     if split not in splits.get("splits", {}):
         raise M4IError(f"{splits_path}: no split named {split!r}")

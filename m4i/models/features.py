@@ -243,6 +243,29 @@ def extract_features(manifest: pd.DataFrame, root, spec: dict, seed: int) -> dic
     return {"record_ids": ids, "features": feats.float().contiguous(), "spec": spec}
 
 
+def merge_feature_caches(caches: list[dict]) -> dict | None:
+    """One cache over several datasets' caches of the same extractor (None for no caches)."""
+    caches = [c for c in caches if c is not None]
+    if not caches:
+        return None
+    if len(caches) == 1:
+        return caches[0]
+    specs = {repr(sorted((k, v) for k, v in c["spec"].items() if k != "weights")) for c in caches}
+    if len(specs) != 1:
+        raise M4IError("feature caches to merge come from different extractor settings")
+    ids = [r for c in caches for r in c["record_ids"]]
+    if len(set(ids)) != len(ids):
+        raise M4IError("feature caches to merge share record ids")
+    return {"record_ids": ids, "features": torch.cat([c["features"] for c in caches]), "spec": caches[0]["spec"]}
+
+
+def load_features(paths) -> dict | None:
+    """The feature caches at ``paths`` (one per dataset a job's records come from), merged."""
+    from m4i.io import load_torch
+
+    return merge_feature_caches([load_torch(p) for p in paths])
+
+
 def lookup_features(features: dict, record_ids: list[str]) -> torch.Tensor:
     """Rows of a feature cache for ``record_ids``; raises naming the first missing record."""
     if not isinstance(features, dict) or "record_ids" not in features or "features" not in features:
