@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from m4i.identity import AttackId, Layout, MfeId, ModelId, ScenarioId, attack_identity
 from m4i.io import M4IError
-from m4i.names import DEFAULT_PROTOCOL
+from m4i.names import ATTACKERS, DEFAULT_PROTOCOL
 
 # The records a calibrated attack reads of every model: the candidates and the population
 # (held-out records no captioner trains on; RMIA's z).
@@ -56,6 +56,30 @@ class Plan:
         self.protocol = config["splits"]["protocol"]
         self.control = config["splits"].get("confounded_control")
         self.attack_ids = {name: attack_identity(name, cfg) for name, cfg in config["attacks"].items()}
+        self._check_defenses()
+
+    def _check_defenses(self) -> None:
+        """Refuse, naming the config key, a defended scenario its captioners cannot run."""
+        evaluation = self.config.get("defense_evaluation") or {}
+        defenses = self.config.get("defenses") or {}
+        if evaluation and not defenses:
+            raise M4IError("config key defense_evaluation: no defenses configured (config key defenses)")
+        if not evaluation:
+            return
+        from m4i.defenses import check, training_side
+
+        for name in evaluation["scenarios"]:
+            if name not in self.config["scenarios"]:
+                raise M4IError(f"config key defense_evaluation.scenarios: unknown scenario {name!r}")
+            scn = self.config["scenarios"][name]
+            for defense, cfg in defenses.items():
+                check(defense, cfg, self.config["captioners"][scn["target"]["arch"]])
+                if "adaptive" in evaluation.get("attackers", ATTACKERS):
+                    check(defense, cfg, self.config["captioners"][scn["shadow"]["arch"]])
+                if (training_side(cfg) and cfg["kind"] == "regularize" and cfg.get("early_stopping", True)
+                        and not self.config["splits"]["sizes"].get("val")):
+                    raise M4IError(f"config key defenses.{defense}: early stopping needs a validation split "
+                                   "(config key splits.sizes.val > 0)")
 
     # ---------------------------------------------------------------------- attacks and scenarios
     def attack(self, name: str) -> AttackId:
@@ -111,7 +135,7 @@ class Plan:
             scn = self.config["scenarios"][name]
             attacks = evaluation.get("attacks") or scn.get("attacks") or list(self.attack_ids)
             for defense in self.config.get("defenses") or {}:
-                for attacker in evaluation.get("attackers", ["unaware", "adaptive"]):
+                for attacker in evaluation.get("attackers", ATTACKERS):
                     sid = ScenarioId(name, self.protocol, defense, attacker)
                     out.append(self._scenario(sid, scn, seed, attacks, n_shadows=evaluation.get("n_shadows", 1),
                                               n_refs=0))

@@ -36,6 +36,8 @@ CAPTIONER = P["captioners"]["additionalProperties"]
     (P["mfe"]["additionalProperties"]["properties"]["kind"]["enum"], N.MFE_KINDS),
     (P["attacks"]["additionalProperties"]["properties"]["signal"]["enum"], N.SIGNALS),
     (P["attacks"]["additionalProperties"]["properties"]["method"]["enum"], N.ATTACK_METHODS),
+    (P["defenses"]["additionalProperties"]["properties"]["kind"]["enum"], N.DEFENSE_KINDS),
+    (P["defense_evaluation"]["properties"]["attackers"]["items"]["enum"], N.ATTACKERS),
 ])
 def test_schema_enums_equal_the_package_lists(enum, names):
     assert list(enum) == list(names)
@@ -71,6 +73,15 @@ def test_package_modules_use_the_lists():
     assert features.BACKBONES is N.BACKBONES and train.CAPTIONER_KINDS is N.CAPTIONER_KINDS
     assert recipe.OPTIMIZERS is N.OPTIMIZERS and sorted(mfe.KINDS) == sorted(N.MFE_KINDS)
     assert set(N.FAMILY_OF_SIGNAL) == set(N.SIGNALS)
+
+
+def test_every_defense_kind_is_a_module():
+    import importlib
+
+    for kind in N.DEFENSE_KINDS:
+        mod = importlib.import_module(f"m4i.defenses.{kind}")
+        assert isinstance(mod.TRAINING, bool) and callable(mod.check)
+        assert hasattr(mod, "recipe") == mod.TRAINING and hasattr(mod, "decode_for") != mod.TRAINING
 
 
 def test_rules_import_the_lists_instead_of_copying_them():

@@ -58,11 +58,22 @@ class ShowTell(nn.Module):
             if not self.trainable_backbone:
                 self.backbone.requires_grad_(False)
         self.proj = nn.Linear(in_dim, arch["embed"])
-        self.bn = nn.BatchNorm1d(arch["embed"], momentum=float(arch["bn_momentum"]))
         self.embed = nn.Embedding(vocab_size, arch["embed"])
         drop = float(arch["dropout"])
-        self.lstm = nn.LSTM(arch["embed"], arch["hidden"], arch["layers"], batch_first=True,
-                            dropout=drop if arch["layers"] > 1 else 0.0)
+        lstm_drop = drop if arch["layers"] > 1 else 0.0
+        if arch.get("dp_compatible"):
+            # DP-SGD needs per-sample gradients: BatchNorm mixes the images of a batch, and
+            # nn.LSTM's fused kernel has no per-sample gradient. Opacus' DPLSTM replaces the LSTM;
+            # the normalisation becomes one group over all channels (a layer norm). Opacus' own
+            # fixer would use min(32, C) groups, which on a [B, C] vector with C <= 32 normalises
+            # every channel alone: a constant output, the image lost.
+            from opacus.layers import DPLSTM
+
+            self.bn = nn.GroupNorm(1, arch["embed"])
+            self.lstm = DPLSTM(arch["embed"], arch["hidden"], arch["layers"], batch_first=True, dropout=lstm_drop)
+        else:
+            self.bn = nn.BatchNorm1d(arch["embed"], momentum=float(arch["bn_momentum"]))
+            self.lstm = nn.LSTM(arch["embed"], arch["hidden"], arch["layers"], batch_first=True, dropout=lstm_drop)
         self.drop = nn.Dropout(drop)
         self.out = nn.Linear(arch["hidden"], vocab_size)
 

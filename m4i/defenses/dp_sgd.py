@@ -1,0 +1,189 @@
+"""DP-SGD (Abadi et al., 2016) with opacus, with one *image* as the privacy unit.
+
+All captions of one image count as one record, so the guarantee is about a person's photo, not
+one sentence of it: each step draws a Poisson sample of images (every training image with
+probability ``q``, opacus' ``UniformWithReplacementSampler``), takes all their captions (or the
+configured ``captions_per_image``), computes per-caption gradients with opacus'
+``GradSampleModule``, sums them per image, and lets opacus' ``DPOptimizer`` clip each image's
+gradient to ``max_grad_norm`` and add Gaussian noise of ``noise_multiplier * max_grad_norm``.
+
+The noise multiplier is the one opacus' RDP accountant says reaches ``epsilon`` at ``delta``
+(default ``1 / (10 * n_images)``) after ``epochs * steps_per_epoch`` steps; ``epsilon: null``
+trains with clipping only (no noise: epsilon infinite). The achieved epsilon, delta, noise
+multiplier, clipping norm and sampling rate go into the checkpoint (``recipe``).
+
+The captioner must be DP-compatible: a ``show_tell`` LSTM reading cached features, whose
+``BatchNorm1d`` (which mixes images of a batch) and ``nn.LSTM`` are replaced by a one-group
+GroupNorm and opacus' ``DPLSTM`` through the ``dp_compatible`` arch flag stored with the model
+(``m4i.models.show_tell``); opacus' ``ModuleValidator`` then checks the result. ViT-GPT-2 (attention with hooks opacus cannot trace) and end-to-end CNN
+encoders (BatchNorm in the backbone) are refused with a config error, never silently trained
+without privacy.
+
+A Poisson batch can be empty (probability ``(1 - q)^n``, negligible at the default sizes); such a
+step is skipped and still counted by the accountant (counting it is conservative).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from m4i.io import M4IError
+from m4i.models.recipe import Recipe, make_optimizer
+from m4i.seeding import derive_seed
+
+TRAINING = True
+KEYS = ("epsilon", "delta", "max_grad_norm", "batch_images", "epochs", "lr")
+log = logging.getLogger("m4i.defenses.dp_sgd")
+
+
+def check(name: str, params: dict, arch: dict) -> None:
+    unknown = sorted(set(params) - set(KEYS))
+    if unknown:
+        raise M4IError(f"config key defenses.{name}: unknown setting(s) {unknown} for kind dp_sgd (known: {list(KEYS)})")
+    if arch.get("kind") != "show_tell" or "features" not in (arch.get("encoder") or {}):
+        raise M4IError(
+            f"config key defenses.{name}: dp_sgd runs only on a show_tell captioner reading cached features "
+            f"(opacus cannot compute per-sample gradients of {arch.get('kind')!r} with this encoder: ViT-GPT-2's "
+            "hooked attention and end-to-end CNN BatchNorm are not supported); use another captioner for the "
+            "defended scenario")
+    if "max_grad_norm" not in params or not float(params["max_grad_norm"]) > 0:
+        raise M4IError(f"config key defenses.{name}.max_grad_norm: DP-SGD needs a clipping norm > 0")
+    eps = params.get("epsilon")
+    if eps is not None and not float(eps) > 0:
+        raise M4IError(f"config key defenses.{name}.epsilon must be > 0 or null (clipping only), got {eps!r}")
+
+
+def arch_for(params: dict, arch: dict) -> dict:
+    arch["dp_compatible"] = True  # GroupNorm + DPLSTM (opacus ModuleValidator.fix), stored with the model
+    train = arch.setdefault("train", {})
+    if "epochs" in params:
+        train["epochs"] = int(params["epochs"])
+    if "lr" in params:
+        train["lr"] = float(params["lr"])
+    return arch
+
+
+class PoissonImages:
+    """Sampler: each step a Poisson sample of images (rate q), all their training pairs."""
+
+    def __init__(self, pair_rec: np.ndarray, n_images: int, q: float, steps: int, seed: int, captions_per_image):
+        from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+        self.sampler_cls = UniformWithReplacementSampler
+        self.pair_rec, self.n, self.q, self.steps, self.seed = pair_rec, n_images, q, steps, seed
+        self.cpi = captions_per_image
+        self.rows_of = [np.flatnonzero(pair_rec == i) for i in range(n_images)]
+
+    def __call__(self, epoch: int) -> list[np.ndarray]:
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "poisson", epoch))
+        rng = np.random.default_rng(derive_seed(self.seed, "poisson-captions", epoch))
+        out = []
+        for images in self.sampler_cls(num_samples=self.n, sample_rate=self.q, generator=g, steps=self.steps):
+            rows = [self.rows_of[i] if not self.cpi or len(self.rows_of[i]) <= self.cpi
+                    else np.sort(rng.choice(self.rows_of[i], self.cpi, replace=False)) for i in images]
+            out.append(np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64))
+        return out
+
+
+class DPStep:
+    """Updater: per-image clipped, noised gradient step (opacus GradSampleModule + DPOptimizer)."""
+
+    per_sample = True
+
+    def __init__(self, model, train: dict, *, noise_multiplier: float, max_grad_norm: float, q: float,
+                 expected_images: float, delta: float, seed: int):
+        from opacus import GradSampleModule
+        from opacus.accountants import RDPAccountant
+        from opacus.optimizers import DPOptimizer
+        from opacus.validators import ModuleValidator
+
+        errors = ModuleValidator.validate(model, strict=False)
+        if errors:
+            raise M4IError(f"dp_sgd: the captioner is not DP-compatible: {[str(e) for e in errors]}")
+        self.model = model
+        self.gsm = GradSampleModule(model, loss_reduction="sum")
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.generator = torch.Generator().manual_seed(derive_seed(seed, "dp-noise"))
+        self.optimizer = DPOptimizer(make_optimizer(self.params, train), noise_multiplier=float(noise_multiplier),
+                                     max_grad_norm=float(max_grad_norm), expected_batch_size=max(1, round(expected_images)),
+                                     loss_reduction="mean", generator=self.generator)
+        self.accountant = RDPAccountant()
+        self.optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=q))
+        self.noise_multiplier, self.max_grad_norm, self.q, self.delta = float(noise_multiplier), float(max_grad_norm), q, delta
+        self.skipped = 0
+
+    def module(self):
+        return self.gsm
+
+    def step(self, losses: torch.Tensor, images: np.ndarray) -> None:
+        """``losses``: mean token cross-entropy per caption row; ``images``: each row's image."""
+        if len(images) == 0:  # an empty Poisson batch: count the step, change nothing
+            self.skipped += 1
+            self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.q)
+            return
+        uniq, inverse = np.unique(images, return_inverse=True)
+        counts = np.bincount(inverse)
+        weights = torch.as_tensor(1.0 / counts[inverse], dtype=losses.dtype, device=losses.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # opacus' hooks fire on outputs: the inputs are features
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            (losses * weights).sum().backward()  # per-row grads of each image's mean caption loss
+        index = torch.as_tensor(inverse, device=losses.device)
+        for p in self.params:
+            gs = p.grad_sample
+            per_image = torch.zeros((len(uniq), *gs.shape[1:]), dtype=gs.dtype, device=gs.device)
+            p.grad_sample = per_image.index_add_(0, index, gs)  # one gradient per image: the privacy unit
+        self.optimizer.step()
+
+    def epsilon(self) -> float:
+        if self.noise_multiplier == 0:
+            return math.inf
+        return float(self.accountant.get_epsilon(delta=self.delta)) if self.accountant.history else 0.0
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.original_optimizer.state_dict(), "noise": self.generator.get_state(),
+                "history": [list(h) for h in self.accountant.history], "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.original_optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["noise"])
+        self.accountant.history = [tuple(h) for h in state["history"]]
+        self.skipped = int(state["skipped"])
+
+    def summary(self) -> dict:
+        eps = self.epsilon()
+        return {"epsilon_achieved": None if math.isinf(eps) else eps, "delta": self.delta,
+                "noise_multiplier": self.noise_multiplier, "max_grad_norm": self.max_grad_norm,
+                "sample_rate": self.q, "steps": int(sum(h[2] for h in self.accountant.history)),
+                "empty_batches": self.skipped}
+
+
+def noise_for(epsilon, delta: float, q: float, steps: int) -> float:
+    """The noise multiplier opacus' RDP accountant says reaches (epsilon, delta); 0 = clip only."""
+    if epsilon is None:
+        return 0.0
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(get_noise_multiplier(target_epsilon=float(epsilon), target_delta=delta, sample_rate=q,
+                                      steps=steps, accountant="rdp"))
+
+
+def recipe(params: dict, ctx, validation=None, n_images=None) -> Recipe:
+    n = int(ctx.n_records)
+    batch = int(params.get("batch_images", ctx.train["batch_size"]))
+    q = min(1.0, batch / n)
+    steps_per_epoch = max(1, int(1 / q))
+    steps = steps_per_epoch * int(ctx.train["epochs"])
+    delta = float(params["delta"]) if params.get("delta") is not None else 1.0 / (10 * n)
+    sigma = noise_for(params.get("epsilon"), delta, q, steps)
+    log.info("dp_sgd: n_images=%d q=%.4f steps=%d delta=%.2e noise_multiplier=%.4f clip=%s",
+             n, q, steps, delta, sigma, params["max_grad_norm"])
+    updater = DPStep(ctx.model, ctx.train, noise_multiplier=sigma, max_grad_norm=params["max_grad_norm"], q=q,
+                     expected_images=q * n, delta=delta, seed=ctx.seed)
+    sampler = PoissonImages(ctx.pair_rec, n, q, steps_per_epoch, ctx.seed, ctx.train.get("captions_per_image"))
+    return Recipe(sampler=sampler, updater=updater,
+                  info={"privacy_unit": "image", "n_images": n, "target_delta": delta})
