@@ -241,3 +241,37 @@ def test_decode_defense_changes_only_how_the_model_answers():
     assert not defenses.training_side({"kind": "decode"}) and defenses.training_side(DP)
     with pytest.raises(M4IError, match="defenses.d.*samples, truncates"):
         defenses.check("d", {"kind": "decode", "method": "greedy"}, {})
+
+
+# --------------------------------------------------------------------------- multi-query attacker
+def test_a_multi_query_attacker_beats_a_sampling_defense_that_fools_one_query():
+    """Toy: a sampling target returns a member's memorised caption (high signal) in one of its 5
+    answers at a random position, otherwise an answer like a non-member's. One query sees the
+    memorised answer 1 time in 5; the best of 5 sees it always."""
+    from sklearn.metrics import roc_auc_score
+
+    from m4i.attacks import run_attack
+    from m4i.attacks.queries import attacker_view
+
+    rng = np.random.default_rng(0)
+
+    def table(prefix, n, member):
+        rows = []
+        for i in range(n):
+            hit = rng.integers(5)
+            for q in range(5):
+                s = rng.normal(0, 1) + (4.0 if member and q == hit else 0.0)
+                rows.append({"record_id": f"{prefix}{i}", "query": q, "meteor": s})
+        import pandas as pd
+
+        return pd.DataFrame(rows)
+
+    tabs = {k: table(k, 200, k.endswith("in")) for k in ("shadow_in", "shadow_out", "target_in", "target_out")}
+    attack = {"signal": "metrics", "method": "threshold", "features": "all"}
+    auc = {}
+    for queries in (1, 5):
+        views = {k: attacker_view(t, queries) for k, t in tabs.items()}
+        scores, _ = run_attack(attack | ({"features": ["meteor_qmax"]} if queries > 1 else {}),
+                               views["shadow_in"], views["shadow_out"], views["target_in"], views["target_out"], 0)
+        auc[queries] = roc_auc_score(scores["label"], scores["score"])
+    assert 0.55 < auc[1] < 0.75 and auc[5] > 0.95
