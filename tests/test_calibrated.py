@@ -328,7 +328,7 @@ def test_signal_array_aligns_by_record_id():
     arr = signal_array([a, b], ["r2", "r1"], "s")
     np.testing.assert_array_equal(arr, [[[2.0], [1.0]], [[20.0], [10.0]]])
     np.testing.assert_array_equal(signal_array([a], ["r3"], "l"), [[[5.0, 6.0]]])
-    with pytest.raises(M4IError, match="no row for record 'r9'"):
+    with pytest.raises(M4IError, match="record 'r9' is not in table"):
         signal_array([a], ["r1", "r9"], "s")
     with pytest.raises(M4IError, match="different lengths"):
         signal_array([a.assign(l=[[1], [2, 3], [4]])], ["r1", "r2"], "l")

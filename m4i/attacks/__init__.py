@@ -29,6 +29,7 @@ import pandas as pd
 
 from m4i.attacks.queries import is_list_column
 from m4i.io import M4IError
+from m4i.records import unique_ids
 from m4i.names import ATTACK_METHODS
 from m4i.seeding import derive_seed
 
@@ -100,10 +101,7 @@ def _check_table(table, what: str, allow_empty: bool) -> None:
         raise M4IError(f"{what}: signal table has no 'record_id' column")
     if not allow_empty and len(table) == 0:
         raise M4IError(f"{what}: signal table is empty")
-    keys = _row_keys(table)
-    dup = keys[keys.duplicated()]
-    if len(dup):
-        raise M4IError(f"{what}: duplicate record id {dup.iloc[0]!r}")
+    unique_ids(_row_keys(table), what)
 
 
 def shadow_tables(shadows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:

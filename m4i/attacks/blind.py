@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from m4i.io import M4IError
+from m4i.records import lookup, unique_ids
 from m4i.text import tokenize
 
 CAPTION_COLUMNS = ("n_refs", "ref_len_mean", "ref_len_std", "ref_ttr", "ref_n_distinct", "ref_word_len_mean",
@@ -55,14 +56,9 @@ def blind_signals(manifest: pd.DataFrame, root: str | os.PathLike, record_ids: l
     for col in ("record_id", "image", "captions"):
         if col not in manifest:
             raise M4IError(f"blind_signals: manifest has no column {col!r}")
-    ids = [str(r) for r in record_ids]
-    if len(set(ids)) != len(ids):
-        dup = next(r for r in ids if ids.count(r) > 1)
-        raise M4IError(f"blind_signals: record id {dup!r} requested twice")
-    by_id = manifest.assign(record_id=manifest["record_id"].astype(str)).set_index("record_id")
-    missing = [r for r in ids if r not in by_id.index]
-    if missing:
-        raise M4IError(f"blind_signals: record {missing[0]!r} is not in the manifest ({len(missing)} missing)")
+    ids = unique_ids(record_ids, "blind_signals: requested records")
+    by_id = lookup(manifest.assign(record_id=manifest["record_id"].astype(str)), ids, "blind_signals")
+    by_id = by_id.set_index("record_id")
     rows = []
     for r in ids:
         caps = by_id.at[r, "captions"]

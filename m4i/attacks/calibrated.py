@@ -63,6 +63,7 @@ import pandas as pd
 from scipy import stats
 
 from m4i.io import M4IError
+from m4i.records import positions, unique_ids
 
 CENTERS = ("mean", "median")
 VARIANCES = ("per_example", "global")
@@ -343,21 +344,15 @@ def signal_array(tables, record_ids, column: str) -> np.ndarray:
     caption) gives q = its length, which must be the same for every record. A record missing from
     a table, duplicated, or with a non-finite value raises.
     """
-    record_ids = [str(r) for r in record_ids]
-    if len(set(record_ids)) != len(record_ids):
-        raise M4IError("signal_array: duplicate record ids among the candidates")
+    record_ids = unique_ids(record_ids, "signal_array: candidates")
     if isinstance(tables, pd.DataFrame):
         raise M4IError("signal_array: pass a list of tables (one per model)")
     out = []
     for j, t in enumerate(tables):
         if "record_id" not in t or column not in t:
             raise M4IError(f"signal_array: table {j} lacks 'record_id' or {column!r} (has {list(t.columns)})")
-        ids = t["record_id"].astype(str)
-        if ids.duplicated().any():
-            raise M4IError(f"signal_array: table {j} has duplicate record id {ids[ids.duplicated()].iloc[0]!r}")
-        pos = pd.Index(ids).get_indexer(record_ids)
-        if (pos < 0).any():
-            raise M4IError(f"signal_array: table {j} has no row for record {record_ids[int(np.argmin(pos))]!r}")
+        ids = unique_ids(t["record_id"], f"signal_array: table {j}")
+        pos = positions(ids, record_ids, "signal_array", f"table {j} (no row for it)")
         vals = t[column].to_numpy()[pos]
         try:
             rows = [np.atleast_1d(np.asarray(v, dtype=float)) for v in vals]

@@ -9,6 +9,7 @@ import pandas as pd
 
 from m4i.data.images import load_image
 from m4i.io import M4IError, read_table, read_table_meta, safe_join, sha256_file
+from m4i.records import lookup, unique_ids
 
 COLUMNS = ["record_id", "image", "sha256", "captions", "attributes"]
 
@@ -92,19 +93,13 @@ def read_manifests(paths) -> tuple[pd.DataFrame, Path]:
         prefix = Path(r).resolve().relative_to(root)
         frames.append(df.assign(image=[(prefix / im).as_posix() for im in df["image"]]))
     df = pd.concat(frames, ignore_index=True)
-    dup = df["record_id"][df["record_id"].duplicated()]
-    if len(dup):
-        raise M4IError(f"record id {dup.iloc[0]!r} appears in two of {[str(p) for p in paths]}")
+    unique_ids(df["record_id"], f"manifests {[str(p) for p in paths]}")
     return df, root
 
 
 def select(manifest: pd.DataFrame, record_ids: list[str], what: str = "split") -> pd.DataFrame:
     """Rows of ``manifest`` for ``record_ids``, in that order; unknown ids are an error."""
-    indexed = manifest.set_index("record_id", drop=False)
-    missing = [r for r in record_ids if r not in indexed.index]
-    if missing:
-        raise M4IError(f"{what}: {len(missing)} record ids not in the manifest, e.g. {missing[0]!r}")
-    return indexed.loc[record_ids].reset_index(drop=True)
+    return lookup(manifest, record_ids, what)
 
 
 def split_records(manifest_path, splits_path: str | os.PathLike, split: str) -> tuple[pd.DataFrame, Path]:

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from m4i.io import M4IError
+from m4i.records import lookup, unique_ids
 from m4i.mfe import clip, paper
 from m4i.mfe.common import cosine, expected_recall
 from m4i.models.inputs import check_records
@@ -77,18 +78,9 @@ def mfe_signals(checkpoint: dict, captions: pd.DataFrame, manifest: pd.DataFrame
     for col in ("record_id", "caption"):
         if col not in captions:
             raise M4IError(f"generated captions: missing column {col!r}")
-    ids = captions["record_id"].astype(str).tolist()
-    if len(set(ids)) != len(ids):
-        dup = captions["record_id"].astype(str)
-        raise M4IError(f"generated captions: duplicate record id {dup[dup.duplicated()].iloc[0]!r}")
-    if "record_id" not in manifest:
-        raise M4IError("manifest: missing column 'record_id'")
-    by_id = manifest.assign(record_id=manifest["record_id"].astype(str)).drop_duplicates("record_id")
-    by_id = by_id.set_index("record_id", drop=False)
-    missing = [r for r in ids if r not in by_id.index]
-    if missing:
-        raise M4IError(f"{len(missing)} generated caption(s) have no manifest record, e.g. {missing[0]!r}")
-    records = by_id.loc[ids].reset_index(drop=True)
+    ids = unique_ids(captions["record_id"], "generated captions")
+    records = lookup(manifest.assign(record_id=manifest["record_id"].astype(str)) if "record_id" in manifest
+                     else manifest, ids, "generated captions")
     enc = load_encoder(checkpoint, device)
     if len(ids) == 0:
         return pd.DataFrame({c: pd.Series(dtype=object if c in ("record_id", "absdiff") else float)

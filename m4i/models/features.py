@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from m4i.io import M4IError
+from m4i.records import positions
 from m4i.names import BACKBONES, RESNET_TAPS, VGG_TAPS
 
 # Taps in forward order (m4i.names). VGG: output of each max-pool stage, then the two hidden fc layers.
@@ -270,8 +271,5 @@ def lookup_features(features: dict, record_ids: list[str]) -> torch.Tensor:
     """Rows of a feature cache for ``record_ids``; raises naming the first missing record."""
     if not isinstance(features, dict) or "record_ids" not in features or "features" not in features:
         raise M4IError("feature cache must be a dict with 'record_ids' and 'features'")
-    index = {r: i for i, r in enumerate(features["record_ids"])}
-    missing = [r for r in record_ids if r not in index]
-    if missing:
-        raise M4IError(f"feature cache lacks {len(missing)} record(s), e.g. {missing[0]!r}")
-    return features["features"][torch.tensor([index[r] for r in record_ids], dtype=torch.long)]
+    pos = positions(features["record_ids"], record_ids, "feature lookup", "the feature cache (it lacks them)")
+    return features["features"][torch.as_tensor(pos, dtype=torch.long)]

@@ -5,6 +5,7 @@ import pandas as pd
 import torch
 
 from m4i.io import M4IError
+from m4i.records import unique_ids
 from m4i.models.features import load_images, lookup_features
 
 # Decoded images are kept in memory when they fit in this budget (toy and Flickr-size splits);
@@ -46,6 +47,4 @@ def check_records(records: pd.DataFrame, what: str = "records") -> None:
         raise M4IError(f"{what}: missing column(s) {missing}")
     if len(records) == 0:
         raise M4IError(f"{what}: no records")
-    ids = records["record_id"].astype(str)
-    if ids.duplicated().any():
-        raise M4IError(f"{what}: duplicate record id {ids[ids.duplicated()].iloc[0]!r}")
+    unique_ids(records["record_id"], what)
