@@ -14,10 +14,11 @@ scenarios also run against each defended target, once per attacker model (``unaw
 undefended shadows; ``adaptive``: shadows trained with the same defense).
 
 Which attacks run where: a scenario's ``attacks`` (default all), minus those it cannot run:
-calibrated attacks need reference captioners (online) or shadows on the candidates (offline)
-and are not run against defended targets (K defended reference captioners per defense would
-multiply the study's cost); multi-query attacks (``queries`` > 1) run only where the target
-answers with sampled captions.
+calibrated attacks need K >= 2 reference captioners (online) or K >= 2 shadows of the target's
+dataset (offline) and are not run against defended targets (K defended reference captioners per
+defense would multiply the study's cost); multi-query attacks (``queries`` > 1) run only where
+the target answers with sampled captions. An attack a scenario names in its own ``attacks`` list
+that cannot run there is a config error, not a silent skip.
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ class Plan:
         return [n for n, a in self.attack_ids.items() if a.signal == signal]
 
     def _scenario(self, sid: ScenarioId, scn: dict, seed: int, attacks, n_shadows: int | None = None,
-                  n_refs: int | None = None) -> ScenarioPlan:
+                  n_refs: int | None = None, explicit: str | None = None) -> ScenarioPlan:
         t, s = scn["target"], scn["shadow"]
         target = ModelId(t["dataset"], t["arch"], "target", None, seed, sid.defense, sid.protocol)
         shadow_defense = sid.defense if sid.attacker == "adaptive" else None
@@ -101,30 +102,43 @@ class Plan:
         r = int(scn.get("references", 0) if n_refs is None else n_refs)
         refs = tuple(ModelId(t["dataset"], s["arch"], "ref", i, seed, None, sid.protocol) for i in range(r))
         plan = ScenarioPlan(sid, seed, target, shadows, (), refs, t, s)
+        if explicit:  # asked for by name: an attack that cannot run here is a config error
+            for a in attacks:
+                reason = self.why_not(plan, a)
+                if reason:
+                    raise M4IError(f"config key {explicit}: attack {a!r} cannot run in scenario {sid}: {reason}")
         runnable = tuple(a for a in attacks if self.runnable(plan, a))
         return ScenarioPlan(sid, seed, target, shadows, runnable, refs, t, s)
 
     def runnable(self, plan: ScenarioPlan, attack: str) -> bool:
         """Whether the scenario has what ``attack`` needs (see the module docstring)."""
+        return self.why_not(plan, attack) is None
+
+    def why_not(self, plan: ScenarioPlan, attack: str) -> str | None:
+        """Why ``attack`` cannot run in the scenario, or None if it can."""
         a = self.attack(attack)
-        if a.calibrated and (plan.id.defense is not None or a.family == "blind"):
-            return False
+        if a.calibrated and plan.id.defense is not None:
+            return "calibrated attacks are not run against defended targets"
         if a.calibrated and a.online and len(plan.refs) < 2:
-            return False
-        if a.calibrated and not a.online and (plan.shadow_side["dataset"] != plan.target_side["dataset"]):
+            return "an online calibrated attack needs `references: K` with K >= 2"
+        if a.calibrated and not a.online and plan.shadow_side["dataset"] != plan.target_side["dataset"]:
             # offline reference models (the shadows) must be queried on the target's candidates,
             # which are records of the target's dataset: shadows of another dataset cannot serve
-            return False
+            return "an offline calibrated attack needs shadows of the target's dataset"
+        if a.calibrated and not a.online and len(plan.shadows) < 2:
+            # one OUT value per candidate leaves no degrees of freedom for its Gaussian's variance
+            return "an offline calibrated attack needs `n_shadows: K` with K >= 2"
         if a.queries > 1 and self.decode_of(plan.target)["method"] != "sample":
-            return False
-        return True
+            return "a multi-query attack needs a target that samples its captions"
+        return None
 
     def scenarios(self, seed: int) -> list[ScenarioPlan]:
         """Configured scenarios (in config order), the confounded control, then the defended ones."""
         out = []
         for name, scn in self.config["scenarios"].items():
             attacks = scn.get("attacks") or list(self.attack_ids)
-            out.append(self._scenario(ScenarioId(name, self.protocol), scn, seed, attacks))
+            out.append(self._scenario(ScenarioId(name, self.protocol), scn, seed, attacks,
+                                      explicit=f"scenarios.{name}.attacks" if scn.get("attacks") else None))
         if self.control and self.protocol == DEFAULT_PROTOCOL:
             base = self._control_base()
             scn = self.config["scenarios"][base]

@@ -120,17 +120,50 @@ def test_layout_paths_and_results_root(tmp_path):
 # ------------------------------------------------------------------------------------------ plan
 def test_plan_of_the_default_study():
     plan = Plan(load_config(REPO / "config" / "config.yaml"))
-    assert [str(m) for m in plan.models()] == [
-        "doodles-lstm-shadow0-s0", "doodles-tfm-shadow0-s0", "shapes-lstm-shadow0-s0",
-        "shapes-lstm-target-s0", "shapes-tfm-shadow0-s0"]
+    keys = {str(m) for m in plan.models()}
+    assert {"doodles-lstm-shadow0-s0", "doodles-tfm-shadow0-s0", "shapes-lstm-shadow1-s0", "shapes-tfm-shadow0-s0",
+            "shapes-lstm-target-s0", "shapes-lstm-ref3-s0", "shapes-lstm-target-s0-dp1",
+            "shapes-lstm-shadow0-s0-dp1", "shapes-lstm-target-s0-sample"} <= keys
+    trained = {str(m) for m in plan.trained_models()}
+    assert "shapes-lstm-target-s0-sample" not in trained and "shapes-lstm-target-s0-dp1" in trained
+    assert str(plan.weights_of(ModelId.parse("shapes-lstm-target-s0-trunc"))) == "shapes-lstm-target-s0"
+    assert plan.decode_of(ModelId.parse("shapes-lstm-target-s0-sample"))["queries"] == 5
     control = plan.scenario("unrestricted-paper-protocol-confounded", 0)
-    assert control.attacks == ("blind",) and control.target.protocol == "paper_protocol_confounded"
-    assert control.target not in plan.models()  # the blind baseline never queries it
+    assert "blind" in control.attacks and "mb-logreg" in control.attacks
+    assert control.target.protocol == "paper_protocol_confounded"
     inputs = plan.attack_inputs("data-restricted", "mb-svm", 0)
     assert inputs["shadow0_shadow_in"].endswith("signals/metrics/doodles-lstm-shadow0-s0/shadow_in.parquet")
     assert inputs["target_out"].endswith("signals/metrics/shapes-lstm-target-s0/target_out.parquet")
     assert inputs["shadow_splits"].endswith("splits/doodles/disjoint-s0.json")
     assert str(plan.mfe_id(plan.scenario("fully-restricted", 0), "fb-clip-mlp")) == "clip-doodles-s0"
+    # calibrated attacks: online reads the K reference captioners, offline the shadows
+    online = plan.attack_inputs("unrestricted", "lira-online-gb", 0)
+    assert {f"ref{i}_target_in" for i in range(4)} <= set(online) and "ref4_target_in" not in online
+    assert online["ref3_heldout"].endswith("signals/loglik/shapes-lstm-ref3-s0/heldout.parquet")
+    offline = plan.attack_inputs("unrestricted", "rmia-offline-bb", 0)
+    assert offline["ref1_target_out"].endswith("signals/metrics/shapes-lstm-shadow1-s0/target_out.parquet")
+    # defended scenarios: both attacker models; calibrated attacks not run; multi-query only vs sampling
+    adaptive, unaware = plan.scenario("unrestricted@dp1-adaptive", 0), plan.scenario("unrestricted@dp1-unaware", 0)
+    assert adaptive.target == unaware.target == ModelId.parse("shapes-lstm-target-s0-dp1")
+    assert [str(m) for m in adaptive.shadows] == ["shapes-lstm-shadow0-s0-dp1"]
+    assert [str(m) for m in unaware.shadows] == ["shapes-lstm-shadow0-s0"]
+    assert "mb-logreg-mq" not in adaptive.attacks and not any(plan.attack(a).calibrated for a in adaptive.attacks)
+    assert "mb-logreg-mq" in plan.scenario("unrestricted@sample-unaware", 0).attacks
+    assert "mb-logreg-mq" not in plan.scenario("unrestricted", 0).attacks
+
+
+def test_an_attack_a_scenario_names_but_cannot_run_is_a_config_error(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    cfg["scenarios"]["data-restricted"]["attacks"] = ["mb-svm", "lira-online-bb"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(M4IError, match="scenarios.data-restricted.attacks.*lira-online-bb.*references"):
+        Plan(load_config(path)).scenarios(0)
+    cfg["scenarios"]["data-restricted"]["attacks"] = ["mb-svm"]
+    cfg["defense_evaluation"]["scenarios"] = ["model-restricted"]  # its shadow is a ViT-GPT-2
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(M4IError, match="defenses.dp8.*show_tell.*vit_gpt2"):
+        Plan(load_config(path))
 
 
 def test_plan_with_k_shadows_and_seeds(tmp_path):
