@@ -6,6 +6,7 @@ rule metric_signals:
     input:
         captions=lambda wc: L.captions(wc.model, wc.split),
         manifest=lambda wc: PLAN.manifests_of(model_of(wc)),
+        splits=lambda wc: PLAN.splits_of(model_of(wc)),  # its mfe split: CIDEr's fixed corpus
     output:
         L.metric_signals("{model}", "{split}"),
     params:

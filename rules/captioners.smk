@@ -143,6 +143,7 @@ def _utility_inputs(wc):
         "pool": [L.captions(m, split) for split in PLAN.pool_splits(m)],
         "members": L.model_members(PLAN.weights_of(m)),
         "manifest": PLAN.manifests_of(m),
+        "splits": PLAN.splits_of(m),  # its mfe split: CIDEr's fixed corpus
     }
 
 

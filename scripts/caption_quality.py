@@ -5,6 +5,7 @@ from m4i.attacks.queries import first_query
 from m4i.data.manifest import read_manifests, select
 from m4i.io import read_json, read_table, write_json
 from m4i.models.quality import caption_quality
+from m4i.signals.caption_metrics import attacker_corpus
 from m4i.workflow import run
 
 
@@ -15,8 +16,9 @@ def main(smk):
     pool = pd.concat([first_query(read_table(p)) for p in smk.input.pool], ignore_index=True)
     member_caps = pool[pool["record_id"].isin(set(members))].reset_index(drop=True)
     train_records = select(manifest, members, what=f"{smk.input.members} members")
+    idf = attacker_corpus(manifest, read_json(smk.input.splits))  # the mfe split: the same for both tables
     quality = caption_quality(first_query(read_table(smk.input.heldout)), member_caps, manifest, train_records,
-                              seed=smk.params.seed)
+                              seed=smk.params.seed, idf=idf)
     write_json(quality, smk.output[0])
 
 

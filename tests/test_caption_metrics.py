@@ -7,7 +7,7 @@ import pytest
 
 from m4i.io import M4IError
 from m4i.signals import caption_metrics as cm
-from m4i.signals.caption_metrics import corpus_scores, metric_signals, signal_columns
+from m4i.signals.caption_metrics import attacker_corpus, cider_corpus, corpus_scores, metric_signals, signal_columns
 
 REFS = {
     "d:0": ["a red circle on the left", "a small red circle at the left side"],
@@ -17,6 +17,14 @@ REFS = {
 }
 CANDS = {"d:0": "a red circle on the left", "d:1": "a blue square at the top",
          "d:2": "a green star on the left", "d:3": "a yellow triangle"}
+# The attacker's own corpus (in the workflow: the mfe split's references), none of the scored records.
+PUBLIC = {
+    "p:0": ["a red square on the left", "a red square at the left side"],
+    "p:1": ["a blue circle in the middle", "one blue circle near the centre"],
+    "p:2": ["a green triangle at the top", "the green triangle is at the top"],
+    "p:3": ["a small yellow star", "a yellow star that is small"],
+    "p:4": ["a big red star on the right", "one red star at the right"],
+}
 PER_RECORD_SAFE = ["bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougeL"]
 
 
@@ -64,13 +72,18 @@ def test_meteor_jvm_is_kept_alive(corpus):
 
 
 @pytest.fixture(scope="module")
-def signals():
+def signals(idf):
     # input order differs from the manifest order; d:3 has a single reference
     manifest = pd.DataFrame({"record_id": list(REFS), "image": [f"{i}.png" for i in range(4)],
                              "captions": [REFS[r] if r != "d:3" else REFS[r][:1] for r in REFS]})
     ids = ["d:2", "d:0", "d:3", "d:1"]
     captions = pd.DataFrame({"record_id": ids, "caption": [CANDS[r] for r in ids], "tokens": [[]] * 4})
-    return manifest, captions, metric_signals(captions, manifest)
+    return manifest, captions, metric_signals(captions, manifest, idf)
+
+
+@pytest.fixture(scope="module")
+def idf():
+    return cider_corpus(PUBLIC)
 
 
 def test_metric_signals_columns_and_keys(signals):
@@ -83,18 +96,18 @@ def test_metric_signals_columns_and_keys(signals):
     assert all(out[c].dtype == np.float64 for c in want) and out[list(want)].notna().all().all()
 
 
-def test_metric_signals_aggregates(signals):
+def test_metric_signals_aggregates(signals, idf):
     manifest, captions, out = signals
     out = out.set_index("record_id")
     refs = dict(zip(manifest["record_id"], manifest["captions"]))
     cands = dict(zip(captions["record_id"], captions["caption"]))
     # _multi is the corpus computation with all references
-    _, multi = corpus_scores(cands, refs)
+    _, multi = corpus_scores(cands, refs, idf)
     for m in cm.COCO_METRICS:
         assert out.loc[list(cands), f"{m}_multi"].to_numpy() == pytest.approx(multi[m].to_numpy(), abs=1e-9)
     # _mean/_max: one corpus computation per reference index, over the records that have it
     per_j = [corpus_scores({r: cands[r] for r in cands if len(refs[r]) > j},
-                           {r: [refs[r][j]] for r in cands if len(refs[r]) > j})[1].set_index("record_id")
+                           {r: [refs[r][j]] for r in cands if len(refs[r]) > j}, idf)[1].set_index("record_id")
              for j in range(2)]
     for r in cands:
         vals = {m: [t.loc[r, m] for t in per_j if r in t.index] for m in cm.COCO_METRICS}
@@ -110,17 +123,67 @@ def test_metric_signals_aggregates(signals):
     assert out.loc["d:3", "rouge1_mean"] == out.loc["d:3", "rouge1_max"]  # one reference
 
 
-def test_metric_signals_bad_input(signals):
+def test_metric_signals_bad_input(signals, idf):
     manifest, captions, _ = signals
     with pytest.raises(M4IError, match="'zz:1' is not in the manifest"):
-        metric_signals(pd.concat([captions, pd.DataFrame({"record_id": ["zz:1"], "caption": ["x"]})]), manifest)
+        metric_signals(pd.concat([captions, pd.DataFrame({"record_id": ["zz:1"], "caption": ["x"]})]), manifest, idf)
     no_refs = manifest.copy()
     no_refs.at[1, "captions"] = []
     with pytest.raises(M4IError, match="'d:1'.*no reference"):
-        metric_signals(captions, no_refs)
+        metric_signals(captions, no_refs, idf)
     with pytest.raises(M4IError, match="duplicate record id 'd:2'"):
-        metric_signals(pd.concat([captions, captions.iloc[:1]]), manifest)
+        metric_signals(pd.concat([captions, captions.iloc[:1]]), manifest, idf)
     with pytest.raises(M4IError, match="no column 'caption'"):
-        metric_signals(captions.drop(columns="caption"), manifest)
+        metric_signals(captions.drop(columns="caption"), manifest, idf)
+    with pytest.raises(M4IError, match="fixed attacker-side corpus"):
+        metric_signals(captions, manifest, None)
     with pytest.raises(M4IError, match="'d:9' has no references"):
         corpus_scores({"d:9": "x"}, REFS)
+
+
+# --- CIDEr's corpus statistics from a fixed corpus ------------------------------------------------
+def test_fixed_corpus_equal_to_the_table_is_pycocoevalcap_cider(corpus):
+    # With the scored table itself as the "fixed" corpus, the fixed-corpus scorer must give
+    # exactly pycocoevalcap's own CIDEr: the plumbing changes where df/ref_len come from, nothing else.
+    own, table = corpus
+    fixed, ftable = corpus_scores(CANDS, REFS, cider_corpus(REFS))
+    assert fixed["cider"] == pytest.approx(own["cider"], abs=1e-12)
+    assert ftable["cider"].to_numpy() == pytest.approx(table["cider"].to_numpy(), abs=1e-12)
+
+
+def test_cider_corpus_counts_documents(idf):
+    # document frequency counts records (a word in both references of a record counts once)
+    assert idf.n_docs == len(PUBLIC)
+    assert idf.document_frequency[("red",)] == 2 and idf.document_frequency[("a",)] == 5
+    assert idf.document_frequency[("red", "square")] == 1 and ("purple",) not in idf.document_frequency
+
+
+def test_record_signal_does_not_depend_on_its_split_file(idf):
+    """A record's signals are the same whichever other records share its table (the old
+    per-split IDF made them a statistic of the members or of the non-members)."""
+    manifest = pd.DataFrame({"record_id": list(REFS), "image": [f"{i}.png" for i in range(4)],
+                             "captions": list(REFS.values())})
+
+    def table(ids, cands=CANDS):
+        caps = pd.DataFrame({"record_id": ids, "caption": [cands[r] for r in ids]})
+        return metric_signals(caps, manifest, idf).set_index("record_id")
+
+    full = table(["d:0", "d:1", "d:2", "d:3"])
+    other = {**CANDS, "d:1": "a red circle on the left", "d:2": "a red circle"}  # neighbours change
+    for t in (table(["d:0"]), table(["d:0", "d:3"]), table(["d:0", "d:1", "d:2"], other)):
+        assert t.loc["d:0"].to_numpy() == pytest.approx(full.loc["d:0"].to_numpy(), abs=1e-12)
+    assert full.loc["d:0", "cider_multi"] > 0  # a one-record table no longer scores CIDEr 0.0
+    # the per-table IDF would have changed it
+    _, alone = corpus_scores({"d:0": CANDS["d:0"]}, {"d:0": REFS["d:0"]})
+    assert alone["cider"].iloc[0] == 0.0
+
+
+def test_attacker_corpus_reads_the_mfe_split():
+    manifest = pd.DataFrame({"record_id": list(PUBLIC) + list(REFS),
+                             "captions": list(PUBLIC.values()) + list(REFS.values())})
+    splits = {"splits": {"mfe": list(PUBLIC), "target_in": list(REFS)}}
+    got = attacker_corpus(manifest, splits)
+    want = cider_corpus(PUBLIC)
+    assert got == want
+    with pytest.raises(M4IError, match="'mfe' split"):
+        attacker_corpus(manifest, {"splits": {"target_in": list(REFS)}})

@@ -88,6 +88,70 @@ def test_coco_and_generic_tables(tmp_path):
     assert [len(r["captions"]) for r in recs] == [2, 1]
 
 
+def test_several_coco_caption_files_are_one_dataset(tmp_path):
+    """COCO train + val: two annotation files, two image folders, ONE dataset (one manifest)."""
+    root = tmp_path / "coco"
+    for folder, iid in (("train", 1), ("train", 2), ("val", 3)):
+        _png(root / folder / f"{iid:012d}.jpg", (iid * 50, 0, 0))
+    train = {"images": [{"id": 1, "file_name": f"{1:012d}.jpg"}, {"id": 2, "file_name": f"{2:012d}.jpg"}],
+             "annotations": [{"image_id": 1, "caption": "a dog"}, {"image_id": 2, "caption": "a cat"}]}
+    val = {"images": [{"id": 3, "file_name": f"{3:012d}.jpg"}],
+           "annotations": [{"image_id": 3, "caption": "a bird"}, {"image_id": 3, "caption": "one bird"}]}
+    (root / "ann").mkdir()
+    (root / "ann" / "captions_train.json").write_text(json.dumps(train))
+    (root / "ann" / "captions_val.json").write_text(json.dumps(val))
+    cfg = {"kind": "coco", "root": str(root), "captions": ["ann/captions_train.json", "ann/captions_val.json"],
+           "images": ["train", "val"]}
+    recs, image_root = load_real_dataset("coco", cfg)
+    assert image_root == root.resolve()
+    assert [(r["record_id"], r["image"], r["captions"]) for r in recs] == [
+        ("coco:000000000001", "train/000000000001.jpg", ["a dog"]),
+        ("coco:000000000002", "train/000000000002.jpg", ["a cat"]),
+        ("coco:000000000003", "val/000000000003.jpg", ["a bird", "one bird"]),
+    ]
+    df = records_to_manifest(recs, image_root)
+    assert df.loc[2, "sha256"] == sha256_file(root / "val" / f"{3:012d}.jpg")
+    # the same image name in two folders would be two records with one id: an error naming both
+    _png(root / "val" / f"{1:012d}.jpg")
+    val["images"].append({"id": 1, "file_name": f"{1:012d}.jpg"})
+    val["annotations"].append({"image_id": 1, "caption": "another dog"})
+    (root / "ann" / "captions_val.json").write_text(json.dumps(val))
+    with pytest.raises(M4IError, match="duplicate record id 'coco:000000000001'.*train/.*val/"):
+        load_real_dataset("coco", cfg)
+    with pytest.raises(M4IError, match=r"images: 3 image folders for 2 caption files"):
+        load_real_dataset("coco", {**cfg, "images": ["train", "val", "x"]})
+
+
+def test_several_flickr_caption_files_share_one_folder(tmp_path):
+    root = _flickr_like(tmp_path, ["image,caption", "a.jpg,A dog ."])
+    (root / "more.txt").write_text("a.jpg,A brown dog .\nb.jpg,A cat .\n")
+    recs, image_root = load_real_dataset("f", {"kind": "flickr8k", "root": str(root),
+                                               "captions": ["captions.txt", "more.txt"], "images": "images"})
+    assert [(r["record_id"], r["image"], r["captions"]) for r in recs] == [
+        ("f:a", "images/a.jpg", ["A dog .", "A brown dog ."]), ("f:b", "images/b.jpg", ["A cat ."])]
+    records_to_manifest(recs, image_root)
+
+
+@pytest.mark.parametrize("kind, name, content", [
+    ("flickr8k", "captions.txt", b"image,caption\na.jpg,A dog .\nb.jpg,A caf\xe9 sign .\n"),
+    ("csv", "t.csv", b"image,caption\na.jpg,A dog .\nb.jpg,A caf\xe9 sign .\n"),
+    ("jsonl", "t.jsonl", b'{"image": "a.jpg", "caption": "x"}\n{"image": "a.jpg", "caption": "y"}\n'
+                         b'{"image": "b.jpg", "caption": "caf\xe9"}\n'),
+    ("coco", "c.json", b'{"images": [{"id": 1, "file_name": "a.jpg"}],\n "annotations": [\n'
+                       b' {"image_id": 1, "caption": "caf\xe9"}]}\n'),
+])
+def test_caption_file_not_utf8_names_file_and_line(tmp_path, kind, name, content):
+    root = _flickr_like(tmp_path, ["image,caption"])
+    (root / name).write_bytes(content)
+    line = 3
+    with pytest.raises(M4IError, match=rf"{name}:{line}: not valid UTF-8 \(byte 0xe9"):
+        load_real_dataset("f", {"kind": kind, "root": str(root), "captions": name, "images": "images"})
+    # latin-1 text is the usual culprit; a UTF-8 BOM is not an error
+    (root / name).write_bytes(b"\xef\xbb\xbf" + content.replace(b"\xe9", "\u00e9".encode()))
+    recs, _ = load_real_dataset("f", {"kind": kind, "root": str(root), "captions": name, "images": "images"})
+    assert any("é" in c for r in recs for c in r["captions"])
+
+
 @pytest.mark.skipif(not FLICKR.is_dir(), reason="shared Flickr8k subset not present")
 def test_flickr8k_shared_subset_in_place():
     records, image_root = load_real_dataset("flickr8k", {"kind": "flickr8k", "root": str(FLICKR)})

@@ -147,3 +147,68 @@ def test_bad_settings():
         evaluate([1, 0], [0.2, 0.1], 0.5, fpr_targets=(0.0,))
     with pytest.raises(M4IError, match="n_bootstrap"):
         evaluate([1, 0], [0.2, 0.1], 0.5, n_bootstrap=-1)
+
+
+# --- against an independent brute-force implementation -----------------------------------------
+def _brute_force(y, s, threshold, targets, boot_idx):
+    """Every number from first principles: pair counts for AUC, one pass over every candidate
+    threshold for ROC and TPR@FPR, counting for the attack success rate (no sklearn, no ranks)."""
+    pos, neg = [v for v, l in zip(s, y) if l == 1], [v for v, l in zip(s, y) if l == 0]
+
+    def auc(p, n):
+        wins = sum((a > b) + 0.5 * (a == b) for a in p for b in n)
+        return wins / (len(p) * len(n))
+
+    def rates(t):  # predict member when score >= t
+        return sum(b >= t for b in neg) / len(neg), sum(a >= t for a in pos) / len(pos)
+
+    cands = [float("inf")] + sorted(set(s), reverse=True)
+    roc = [(t, *rates(t)) for t in cands]
+    at = {}
+    for f in targets:
+        ok = [(tpr, -fpr, t) for t, fpr, tpr in roc if fpr <= f + 1e-12]
+        tpr, nfpr, t = max(ok)  # best TPR, then lowest FPR, then highest threshold
+        at[f] = (None if t == float("inf") else t, -nfpr, tpr)
+    asr = (sum(a >= threshold for a in pos) + sum(b < threshold for b in neg)) / len(s)
+    bp_idx, bn_idx = boot_idx
+    boot_auc = [auc([pos[i] for i in ip], [neg[j] for j in jn]) for ip, jn in zip(bp_idx, bn_idx)]
+    boot_asr = [(sum(pos[i] >= threshold for i in ip) + sum(neg[j] < threshold for j in jn)) / len(s)
+                for ip, jn in zip(bp_idx, bn_idx)]
+    return {"auc": auc(pos, neg), "roc": roc, "tpr_at_fpr": at, "asr": asr,
+            "ci_auc": np.percentile(boot_auc, [2.5, 97.5]), "ci_asr": np.percentile(boot_asr, [2.5, 97.5])}
+
+
+@pytest.mark.parametrize("case", range(25))
+def test_evaluate_matches_brute_force_on_random_scores(case):
+    rng = np.random.default_rng(1000 + case)
+    n_pos, n_neg = int(rng.integers(1, 40)), int(rng.integers(1, 220))
+    y = rng.permutation(np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)])
+    # coarse scores in some cases, so ties between and within classes are common
+    s = rng.normal(size=len(y)) + 0.8 * y
+    if case % 2:
+        s = np.round(s, 1)
+    threshold = float(rng.choice(s)) if case % 3 else float(rng.normal())
+    # an FPR target equal to an achievable FPR (k false positives exactly): the boundary counts
+    targets = (0.01, 0.05, 0.3) + ((min(3, n_neg - 1) / n_neg,) if n_neg > 1 else ())
+    n_boot, seed = 40, case
+    m = evaluate(y, s, threshold, fpr_targets=targets, n_bootstrap=n_boot, seed=seed)
+    # the contract's resampling (stratified, default_rng(seed): members then non-members)
+    brng = np.random.default_rng(seed)
+    boot_idx = (brng.integers(0, n_pos, size=(n_boot, n_pos)), brng.integers(0, n_neg, size=(n_boot, n_neg)))
+    bf = _brute_force(y.tolist(), s.tolist(), threshold, targets, boot_idx)
+
+    assert m["auc"] == pytest.approx(bf["auc"], abs=1e-12)
+    assert m["attack_success_rate"] == pytest.approx(bf["asr"], abs=1e-12)
+    roc = list(zip(m["roc"]["thresholds"], m["roc"]["fpr"], m["roc"]["tpr"]))
+    want = [(None if t == float("inf") else t, f, r) for t, f, r in bf["roc"]]
+    assert [(t, pytest.approx(f), pytest.approx(r)) for t, f, r in roc] == want
+    for f in targets:
+        point = m["tpr_at_fpr"][str(f)]
+        if f * n_neg < 1:
+            assert point["defined"] is False  # one false positive already exceeds the target
+            continue
+        t, fpr, tpr = bf["tpr_at_fpr"][f]
+        assert (point["threshold"], point["fpr"], point["tpr"]) == (t, pytest.approx(fpr), pytest.approx(tpr)), f
+        assert point["fpr"] <= f + 1e-12
+    assert m["ci95"]["auc"] == pytest.approx(list(bf["ci_auc"]), abs=1e-12)
+    assert m["ci95"]["attack_success_rate"] == pytest.approx(list(bf["ci_asr"]), abs=1e-12)

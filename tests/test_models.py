@@ -334,7 +334,7 @@ def test_caption_quality(data, monkeypatch):
     _, df, _ = data
     calls = []
 
-    def corpus_scores(candidates, references):
+    def corpus_scores(candidates, references, idf=None):
         calls.append(dict(candidates))
         exact = np.mean([candidates[r] in references[r] for r in candidates])
         return {"bleu4": float(exact), "cider": 2 * float(exact)}, pd.DataFrame()
@@ -358,6 +358,9 @@ def test_caption_quality(data, monkeypatch):
     assert set(base["heldout"]) == {"bleu4", "cider"}
     assert q["content_accuracy"]["members"]["colour"] == 1.0
     assert q["content_accuracy"]["heldout"]["colour"] == pytest.approx(1 / 3)
-    assert (q["n_heldout"], q["n_members"]) == (3, 5)
+    # equal-size corpora: 3 of the 5 members (seeded), all 3 held-out records
+    assert (q["n_heldout"], q["n_members"], q["n_members_total"]) == (3, 3, 5)
+    assert len(calls[1]) == 3 and set(calls[1]) <= set(members["record_id"])
+    assert caption_quality(held_caps, member_caps, df, members)["members"] == q["members"]  # seeded
     with pytest.raises(M4IError, match="not in the manifest"):
         caption_quality(held_caps.assign(record_id=["zz:0", "zz:1", "zz:2"]), member_caps, df, members)

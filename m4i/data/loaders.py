@@ -3,10 +3,14 @@
 Every loader returns ``(records, image_root)`` where each record is
 ``{"record_id", "image" (relative to image_root), "captions": [str, ...], "attributes": {}}``.
 Loaders read datasets in place; nothing is copied. Errors name the file and line or record.
+A dataset may come in several caption files (COCO's train and val annotations): config
+``captions`` and ``images`` are then lists, read into ONE dataset (one manifest, one split
+permutation), never two.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections import OrderedDict
@@ -16,6 +20,27 @@ from m4i.io import M4IError, safe_join
 from m4i.names import REAL_DATASET_KINDS
 
 LOADERS = REAL_DATASET_KINDS
+
+
+def read_text(path: Path) -> str:
+    """The file's text (UTF-8, an optional BOM dropped); bytes that are not UTF-8 fail naming the
+    file, line and column instead of a bare UnicodeDecodeError."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise M4IError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at column {col}); "
+                       "save the caption file as UTF-8") from None
+
+
+def _lines(path: Path) -> list[str]:
+    """Lines as Python's universal-newline reading gives them (\\n, \\r\\n or \\r end a line;
+    no other Unicode line separator does, so line numbers match an editor's)."""
+    return read_text(path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _add_caption(groups: OrderedDict, image: str, caption: str, where: str) -> None:
@@ -51,28 +76,26 @@ def read_flickr8k(dataset: str, captions_file: str | os.PathLike) -> OrderedDict
     if not path.is_file():
         raise M4IError(f"captions file not found: {path}")
     groups: OrderedDict = OrderedDict()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\n").rstrip("\r")
-            where = f"{path}:{lineno}"
-            if not line.strip():
-                continue
-            if lineno == 1 and line.strip().lower() == "image,caption":
-                continue
-            if "\t" in line and "#" in line.split("\t", 1)[0]:
-                image, caption = line.split("\t", 1)
-                image = image.rsplit("#", 1)[0]
-            elif "," in line:
-                image, caption = line.split(",", 1)
-            else:
-                raise M4IError(
-                    f"{where}: expected '<image>,<caption>' (Kaggle Flickr8k captions.txt) or "
-                    f"'<image>#<n><TAB><caption>' (Flickr8k.token.txt), got {line[:80]!r}"
-                )
-            image = image.strip()
-            if not image.lower().endswith((".jpg", ".jpeg", ".png")):
-                raise M4IError(f"{where}: first field {image[:80]!r} is not an image file name")
-            _add_caption(groups, image, caption, where)
+    for lineno, line in enumerate(_lines(path), start=1):
+        where = f"{path}:{lineno}"
+        if not line.strip():
+            continue
+        if lineno == 1 and line.strip().lower() == "image,caption":
+            continue
+        if "\t" in line and "#" in line.split("\t", 1)[0]:
+            image, caption = line.split("\t", 1)
+            image = image.rsplit("#", 1)[0]
+        elif "," in line:
+            image, caption = line.split(",", 1)
+        else:
+            raise M4IError(
+                f"{where}: expected '<image>,<caption>' (Kaggle Flickr8k captions.txt) or "
+                f"'<image>#<n><TAB><caption>' (Flickr8k.token.txt), got {line[:80]!r}"
+            )
+        image = image.strip()
+        if not image.lower().endswith((".jpg", ".jpeg", ".png")):
+            raise M4IError(f"{where}: first field {image[:80]!r} is not an image file name")
+        _add_caption(groups, image, caption, where)
     if not groups:
         raise M4IError(f"{path}: no captions found")
     return groups
@@ -84,7 +107,7 @@ def read_coco(dataset: str, annotations_file: str | os.PathLike) -> OrderedDict:
     if not path.is_file():
         raise M4IError(f"annotations file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
         images = data["images"]
         annotations = data["annotations"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
@@ -120,7 +143,7 @@ def read_table_captions(dataset: str, table_file: str | os.PathLike, fmt: str) -
     if not path.is_file():
         raise M4IError(f"caption table not found: {path}")
     groups: OrderedDict = OrderedDict()
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         if fmt == "csv":
             reader = csv.DictReader(f)
             if not reader.fieldnames or not {"image", "caption"} <= set(reader.fieldnames):
@@ -150,27 +173,62 @@ def read_table_captions(dataset: str, table_file: str | os.PathLike, fmt: str) -
     return groups
 
 
+def _read_groups(dataset: str, kind: str, captions_file: Path) -> OrderedDict:
+    if kind == "flickr8k":
+        return read_flickr8k(dataset, captions_file)
+    if kind == "coco":
+        return read_coco(dataset, captions_file)
+    if kind in ("csv", "jsonl"):
+        return read_table_captions(dataset, captions_file, kind)
+    raise M4IError(f"datasets.{dataset}.kind: unknown dataset kind {kind!r} (known: synthetic, {', '.join(LOADERS)})")
+
+
+def _as_list(value, default: str, key: str) -> list[str]:
+    value = default if value is None else value
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) and v for v in values):
+        raise M4IError(f"{key}: expected a path or a non-empty list of paths, got {value!r}")
+    return values
+
+
 def load_real_dataset(dataset: str, cfg: dict) -> tuple[list[dict], Path]:
     """Records and image root of a real dataset described by its config entry.
 
-    ``cfg``: kind (flickr8k | coco | csv | jsonl), root, captions (file, relative to root),
-    images (folder, relative to root). Paths in the caption files are taken relative to the
-    image folder and may not escape it.
+    ``cfg``: kind (flickr8k | coco | csv | jsonl), root, captions (file relative to root, or a
+    list of files), images (folder relative to root; with several caption files one folder for
+    all or a list, one per file). Paths in a caption file are taken relative to its image
+    folder and may not escape it. Several caption files make ONE dataset: their records are
+    merged (an image listed in two files gets the captions of both), with the image paths
+    relative to the dataset root and record ids from the image names, which must not collide.
     """
     kind = cfg["kind"]
     root = Path(cfg["root"])
     if not root.is_dir():
         raise M4IError(f"datasets.{dataset}.root: folder not found: {root}")
-    captions_file = safe_join(root, cfg.get("captions", "captions.txt"), what=f"datasets.{dataset}.captions")
-    image_root = safe_join(root, cfg.get("images", "images"), what=f"datasets.{dataset}.images")
-    if kind == "flickr8k":
-        groups, id_of = read_flickr8k(dataset, captions_file), _stem_id
-    elif kind == "coco":
-        groups, id_of = read_coco(dataset, captions_file), _stem_id
-    elif kind in ("csv", "jsonl"):
-        groups, id_of = read_table_captions(dataset, captions_file, kind), _stem_id
-    else:
-        raise M4IError(f"datasets.{dataset}.kind: unknown dataset kind {kind!r} (known: synthetic, {', '.join(LOADERS)})")
-    for image in groups:
-        safe_join(image_root, image, what=f"image path in {captions_file}")
-    return _records(dataset, groups, id_of), image_root
+    files = _as_list(cfg.get("captions"), "captions.txt", f"datasets.{dataset}.captions")
+    folders = _as_list(cfg.get("images"), "images", f"datasets.{dataset}.images")
+    if len(folders) == 1:
+        folders = folders * len(files)
+    if len(folders) != len(files):
+        raise M4IError(f"datasets.{dataset}.images: {len(folders)} image folders for {len(files)} caption files "
+                       "(give one folder, or one per caption file)")
+    if len(files) == 1:
+        captions_file = safe_join(root, files[0], what=f"datasets.{dataset}.captions")
+        image_root = safe_join(root, folders[0], what=f"datasets.{dataset}.images")
+        groups = _read_groups(dataset, kind, captions_file)
+        for image in groups:
+            safe_join(image_root, image, what=f"image path in {captions_file}")
+        return _records(dataset, groups, _stem_id), image_root
+
+    image_root = root.resolve()
+    merged: OrderedDict = OrderedDict()
+    id_of: dict[str, str] = {}
+    for i, (rel, folder) in enumerate(zip(files, folders)):
+        captions_file = safe_join(root, rel, what=f"datasets.{dataset}.captions[{i}]")
+        folder_path = safe_join(root, folder, what=f"datasets.{dataset}.images[{i}]")
+        for image, caps in _read_groups(dataset, kind, captions_file).items():
+            path = safe_join(folder_path, image, what=f"image path in {captions_file}")
+            key = path.relative_to(image_root).as_posix()
+            merged.setdefault(key, []).extend(caps)
+            id_of[key] = image  # the id comes from the name inside its folder: train and val alike
+    return _records(dataset, merged, lambda key: _stem_id(id_of[key])), image_root

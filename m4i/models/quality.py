@@ -6,6 +6,10 @@ baseline is the single training caption that, given as the answer for every trai
 scores the best corpus BLEU-4 there (picked from a seeded sample of training captions), scored
 on the held-out records like a model would be. A captioner that does not beat it has learnt
 the language, not the images.
+
+The member-vs-held-out gap compares like with like: both corpora have the same size (a seeded
+subsample of the larger one) and CIDEr's IDF comes from one fixed corpus (``idf``, the
+dataset's ``mfe`` split in the workflow) for both, not from each table's own records.
 """
 from __future__ import annotations
 
@@ -39,10 +43,10 @@ def _candidates(caps: pd.DataFrame, what: str) -> dict[str, str]:
     return dict(zip(ids, caps["caption"].fillna("").astype(str)))
 
 
-def _corpus(candidates: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+def _corpus(candidates: dict[str, str], references: dict[str, list[str]], idf=None) -> dict[str, float]:
     from m4i.signals.caption_metrics import corpus_scores
 
-    corpus, _ = corpus_scores(candidates, references)
+    corpus, _ = corpus_scores(candidates, references, idf=idf)
     return {k: float(v) for k, v in corpus.items()}
 
 
@@ -80,21 +84,34 @@ def _content(candidates: dict[str, str], attributes: dict[str, dict]) -> dict[st
     return {k: float(np.mean([d[k] for d in per if k in d])) for k in keys}
 
 
+def _subsample(captions: dict[str, str], n: int, seed: int, what: str) -> dict[str, str]:
+    """``n`` of ``captions`` (all when there are no more), drawn with a seed of their own."""
+    if len(captions) <= n:
+        return captions
+    ids = sorted(captions)
+    rng = np.random.default_rng(derive_seed(seed, "quality-subsample", what))
+    return {r: captions[r] for r in sorted(ids[i] for i in rng.choice(len(ids), size=n, replace=False))}
+
+
 def caption_quality(heldout_caps: pd.DataFrame, member_caps: pd.DataFrame, manifest: pd.DataFrame,
-                    train_records: pd.DataFrame, *, n_candidates: int = 50, seed: int = 0) -> dict:
+                    train_records: pd.DataFrame, *, n_candidates: int = 50, seed: int = 0, idf=None) -> dict:
     """Corpus BLEU-1..4, METEOR, ROUGE-L, CIDEr on held-out and member records (one corpus
-    call per table), their gap (members - heldout), the fixed-caption baseline on held-out, and
-    content accuracy where the manifest has scene attributes (``{}`` otherwise)."""
-    held = _candidates(heldout_caps, "held-out captions")
-    memb = _candidates(member_caps, "member captions")
+    call per table, equal sizes, CIDEr's IDF from the fixed corpus ``idf``), their gap
+    (members - heldout), the fixed-caption baseline on held-out, and content accuracy where the
+    manifest has scene attributes (``{}`` otherwise)."""
+    held_all = _candidates(heldout_caps, "held-out captions")
+    memb_all = _candidates(member_caps, "member captions")
+    n = min(len(held_all), len(memb_all))
+    held = _subsample(held_all, n, seed, "heldout")
+    memb = _subsample(memb_all, n, seed, "members")
     held_refs = _references(manifest, held, "held-out captions")
     memb_refs = _references(manifest, memb, "member captions")
-    heldout = _corpus(held, held_refs)
-    members = _corpus(memb, memb_refs)
+    heldout = _corpus(held, held_refs, idf)
+    members = _corpus(memb, memb_refs, idf)
     caption, train_bleu4 = best_fixed_caption(train_records, n_candidates, seed)
     fixed = {r: caption for r in held}
     baseline = {"caption": caption, "train_bleu4": train_bleu4, "n_candidates": n_candidates,
-                "heldout": _corpus(fixed, held_refs)}
+                "heldout": _corpus(fixed, held_refs, idf)}
     attrs = {str(r): json.loads(a) if isinstance(a, str) else dict(a or {})
              for r, a in zip(manifest["record_id"], manifest.get("attributes", pd.Series([], dtype=object)))}
     content = {}
@@ -109,4 +126,7 @@ def caption_quality(heldout_caps: pd.DataFrame, member_caps: pd.DataFrame, manif
         "content_accuracy": content,
         "n_heldout": len(held),
         "n_members": len(memb),
+        "n_heldout_total": len(held_all),
+        "n_members_total": len(memb_all),
+        "cider_idf": "fixed corpus" if idf is not None else "scored table",
     }

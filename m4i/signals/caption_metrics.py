@@ -15,6 +15,14 @@ Conventions:
   emitted ``<end>`` first) stay in the corpus, so corpus-level values count them as failures and
   CIDEr's IDF does not change, and their per-record scores are set to 0.0 explicitly rather
   than left to each scorer's edge-case behaviour.
+- CIDEr's corpus statistics (document frequencies and the document count that stands for
+  "ref_len") come from a FIXED corpus the attacker owns (``CiderCorpus``, built by
+  ``cider_corpus`` from public references, e.g. the dataset's ``mfe`` split), never from the
+  table being scored: a split file holds members only or non-members only, so an IDF computed
+  over it would be a statistic of the label, and a record's score would change with the other
+  records scored beside it. Without a corpus (``idf=None``) CIDEr falls back to pycocoevalcap's
+  own behaviour (IDF over the scored table): right for a captioner's corpus-level quality on
+  one table, wrong for per-record membership signals.
 - ROUGE-1/2 come from rouge-score (F-measure, no stemming, on the PTB-tokenized text).
   rouge-score's own ROUGE-L is NOT reported: ``rougeL`` always means pycocoevalcap's ROUGE-L
   (beta 1.2, best reference), the one the captioning literature reports.
@@ -24,7 +32,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import threading
+from dataclasses import dataclass
 from typing import Iterable
+
+from collections import defaultdict
 
 import numpy as np
 import pandas as pd
@@ -110,6 +121,110 @@ def _tokenize_tables(candidates: dict[str, str], references: dict[str, list[str]
     return cands, refs
 
 
+# --- CIDEr with corpus statistics from a fixed corpus -----------------------------------------
+@dataclass(frozen=True)
+class CiderCorpus:
+    """CIDEr's corpus statistics, from a fixed corpus of PTB-tokenized reference sets:
+    ``document_frequency[ngram]`` = number of documents (records) whose references contain the
+    n-gram (pycocoevalcap's ``compute_doc_freq``), ``n_docs`` = number of documents (CIDEr's
+    ``ref_len`` is ``log(n_docs)``)."""
+
+    document_frequency: dict
+    n_docs: int
+
+
+def _cider_scorer_class():
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+    class _Refs(list):
+        """The scorer's reference list with ``len()`` = the fixed corpus's document count:
+        ``CiderScorer.compute_cider`` sets ``ref_len = log(len(self.crefs))`` (iteration, which
+        pairs candidates with their references, still sees the real items)."""
+
+        def __init__(self, items, n_docs: int):
+            super().__init__(items)
+            self.n_docs = n_docs
+
+        def __len__(self):
+            return self.n_docs
+
+    class FixedCorpusCiderScorer(CiderScorer):
+        """pycocoevalcap's CiderScorer (its n-gram cooking, tf-idf vectors, clipping and length
+        penalty untouched) with document frequencies and ref_len from ``corpus``."""
+
+        def __init__(self, corpus: CiderCorpus, n=4, sigma=6.0):
+            super().__init__(n=n, sigma=sigma)
+            self.corpus = corpus
+
+        def compute_doc_freq(self):
+            self.document_frequency = defaultdict(float, self.corpus.document_frequency)
+
+        def compute_score(self, option=None, verbose=0):
+            # pycocoevalcap asserts df <= number of scored records: true only for its own IDF.
+            self.compute_doc_freq()
+            crefs = self.crefs
+            self.crefs = _Refs(crefs, self.corpus.n_docs)
+            try:
+                score = self.compute_cider()
+            finally:
+                self.crefs = crefs
+            return float(np.mean(np.array(score))), np.array(score)
+
+    return FixedCorpusCiderScorer
+
+
+def _cider(gts: dict[str, list[str]], res: dict[str, list[str]], idf: CiderCorpus | None):
+    """CIDEr (pycocoevalcap) of tokenized ``res`` against ``gts``; with ``idf`` its corpus
+    statistics come from that fixed corpus instead of from ``gts``."""
+    from pycocoevalcap.cider.cider import Cider
+
+    if idf is None:
+        return Cider().compute_score(gts, res)
+    scorer = _cider_scorer_class()(idf)
+    for r in gts:
+        scorer += (res[r][0], gts[r])
+    return scorer.compute_score()
+
+
+def cider_corpus_tokenized(reference_sets: Iterable[list[str]]) -> CiderCorpus:
+    """Corpus statistics of already PTB-tokenized reference sets (one set per document)."""
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+    scorer = CiderScorer()
+    for refs in reference_sets:
+        scorer += (None, list(refs))
+    if not scorer.crefs:
+        raise M4IError("cider_corpus: the corpus holds no documents")
+    scorer.compute_doc_freq()
+    return CiderCorpus(dict(scorer.document_frequency), len(scorer.crefs))
+
+
+def cider_corpus(references: dict[str, list[str]]) -> CiderCorpus:
+    """CIDEr corpus statistics of raw reference captions, one document per record (tokenized
+    like every scored caption: one PTB tokenizer call)."""
+    refs = {str(r): _as_refs(v, str(r)) for r, v in references.items()}
+    if not refs:
+        raise M4IError("cider_corpus: the corpus holds no records")
+    flat = [c for r in refs for c in refs[r]]
+    tok, i, sets = _ptb_tokenize(flat), 0, []
+    for r in refs:
+        sets.append(tok[i : i + len(refs[r])])
+        i += len(refs[r])
+    return cider_corpus_tokenized(sets)
+
+
+def attacker_corpus(manifest: pd.DataFrame, splits: dict, split: str = "mfe") -> CiderCorpus:
+    """The fixed CIDEr corpus of a study: the references of the split file's ``split`` (the
+    attacker's own public records, in no captioner's membership and never a candidate)."""
+    from m4i.data.manifest import select
+
+    ids = (splits.get("splits") or {}).get(split)
+    if not ids:
+        raise M4IError(f"CIDEr corpus: the split file has no (or an empty) {split!r} split")
+    rows = select(manifest, list(ids), what=f"CIDEr corpus split {split}")
+    return cider_corpus(dict(zip(rows["record_id"].astype(str), rows["captions"])))
+
+
 # --- validation -----------------------------------------------------------------------------
 def _as_refs(value, record_id: str) -> list[str]:
     if isinstance(value, str) or not isinstance(value, Iterable):
@@ -141,10 +256,11 @@ def _check_inputs(candidates: dict, references: dict) -> tuple[dict[str, str], d
 
 
 # --- scoring of tokenized text --------------------------------------------------------------
-def _score_tokenized(cands: dict[str, str], refs: dict[str, list[str]]) -> tuple[dict, pd.DataFrame]:
-    """One corpus computation per pycocoevalcap metric over already tokenized text."""
+def _score_tokenized(cands: dict[str, str], refs: dict[str, list[str]],
+                     idf: CiderCorpus | None = None) -> tuple[dict, pd.DataFrame]:
+    """One corpus computation per pycocoevalcap metric over already tokenized text (CIDEr's
+    corpus statistics from ``idf`` when given)."""
     from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
     ids = list(cands)
@@ -159,7 +275,7 @@ def _score_tokenized(cands: dict[str, str], refs: dict[str, list[str]]) -> tuple
             _close_meteor()
             raise M4IError(f"METEOR scorer failed ({type(exc).__name__}: {exc})") from exc
     rouge, rouge_each = Rouge().compute_score(gts, res)
-    cider, cider_each = Cider().compute_score(gts, res)
+    cider, cider_each = _cider(gts, res, idf)
     corpus = {f"bleu{n + 1}": float(bleu[n]) for n in range(4)}
     corpus.update(meteor=float(meteor), rougeL=float(rouge), cider=float(cider))
     table = pd.DataFrame({"record_id": ids})
@@ -173,16 +289,18 @@ def _score_tokenized(cands: dict[str, str], refs: dict[str, list[str]]) -> tuple
     return corpus, table
 
 
-def corpus_scores(candidates: dict[str, str], references: dict[str, list[str]]) -> tuple[dict, pd.DataFrame]:
+def corpus_scores(candidates: dict[str, str], references: dict[str, list[str]],
+                  idf: CiderCorpus | None = None) -> tuple[dict, pd.DataFrame]:
     """Corpus-level scores and per-record scores of ``candidates`` against ``references``.
 
     Returns ``({"bleu1".."bleu4", "meteor", "rougeL", "cider": float}, DataFrame)`` where the
     frame has ``record_id`` plus the same seven columns, one row per candidate in input order.
-    Every per-record value comes from the one corpus computation (CIDEr's IDF over all records).
+    Every per-record value comes from the one corpus computation; CIDEr's IDF from ``idf`` (a
+    fixed corpus) or, without it, over all records scored.
     """
     cands, refs = _check_inputs(candidates, references)
     tok_c, tok_r = _tokenize_tables(cands, refs)
-    return _score_tokenized(tok_c, tok_r)
+    return _score_tokenized(tok_c, tok_r, idf)
 
 
 # --- per-record signals ---------------------------------------------------------------------
@@ -200,18 +318,22 @@ def _rouge_score_matrix(cands: dict[str, str], refs: dict[str, list[str]], width
     return out
 
 
-def metric_signals(captions: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+def metric_signals(captions: pd.DataFrame, manifest: pd.DataFrame, idf: CiderCorpus) -> pd.DataFrame:
     """Per-record similarity signals of generated ``captions`` to the manifest's references.
 
     Output: ``record_id`` + float columns ``<metric>_<agg>`` (see ``signal_columns()``), one row
     per input caption, in input order.
     - ``_multi``: the record scored against all its references at once (pycocoevalcap metrics).
     - ``_mean`` / ``_max``: mean / best over single references. For each reference index j,
-      one corpus computation over the records that have a j-th reference (refs = [ref_j]), so
-      CIDEr's IDF still comes from the whole table. A record with fewer references than
-      others is simply absent from the computations for the indices it lacks; its mean/max
-      are over the references it has.
+      one corpus computation over the records that have a j-th reference (refs = [ref_j]). A
+      record with fewer references than others is simply absent from the computations for the
+      indices it lacks; its mean/max are over the references it has.
+    - CIDEr's document frequencies and ref_len come from ``idf`` (``attacker_corpus``: a fixed
+      corpus the attacker owns, the same for every record scored), so no signal of a record
+      depends on which other records share its table (see the module docstring).
     """
+    if not isinstance(idf, CiderCorpus):
+        raise M4IError("metric_signals: CIDEr needs a fixed attacker-side corpus (idf=attacker_corpus(...))")
     for col, frame, what in (("record_id", captions, "captions"), ("caption", captions, "captions"),
                              ("record_id", manifest, "manifest"), ("captions", manifest, "manifest")):
         if col not in frame:
@@ -234,12 +356,12 @@ def metric_signals(captions: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFra
     row = {r: i for i, r in enumerate(ids)}
     for j in range(width):
         have = [r for r in ids if len(tok_r[r]) > j]
-        _, t = _score_tokenized({r: tok_c[r] for r in have}, {r: [tok_r[r][j]] for r in have})
+        _, t = _score_tokenized({r: tok_c[r] for r in have}, {r: [tok_r[r][j]] for r in have}, idf)
         rows = [row[r] for r in have]
         for m in COCO_METRICS:
             per_ref[m][rows, j] = t[m].to_numpy()
     per_ref.update(_rouge_score_matrix(tok_c, tok_r, width))
-    _, multi = _score_tokenized(tok_c, tok_r)
+    _, multi = _score_tokenized(tok_c, tok_r, idf)
 
     out = {"record_id": ids}
     for m in METRICS:
