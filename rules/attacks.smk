@@ -17,7 +17,7 @@ rule metric_signals:
         L.benchmark("signals", "metrics", "{model}", "{split}.tsv")
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=4000,
         runtime=30,
     conda:
         ENV
@@ -49,8 +49,8 @@ rule loglik_signals:
         L.benchmark("signals", "loglik", "{model}", "{split}.tsv")
     threads: THREADS
     resources:
-        mem_mb=3000,
-        runtime=30,
+        mem_mb=6000,
+        runtime=15,
         gpu=GPU,
     conda:
         ENV

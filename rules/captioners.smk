@@ -127,8 +127,8 @@ rule generate_captions:
         L.benchmark("captions", "{model}", "{split}.tsv")
     threads: THREADS
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=6000,
+        runtime=30,
         gpu=GPU,
     conda:
         ENV
@@ -162,7 +162,7 @@ rule caption_quality:
         L.benchmark("utility", "{model}.tsv")
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=4000,
         runtime=30,
     conda:
         ENV

@@ -58,8 +58,8 @@ rule mfe_signals:
         L.log("signals", "mfe", "{mfe_id}", "{model}", "{split}.log"),
     threads: THREADS
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=6000,
+        runtime=15,
         gpu=GPU,
     conda:
         ENV
