@@ -25,9 +25,9 @@ def unique_ids(values: Iterable, what: str) -> list[str]:
 
 def positions(held: Iterable, wanted: Iterable, what: str, where: str) -> np.ndarray:
     """Position in ``held`` of each id of ``wanted`` (in that order); M4IError naming the first
-    id ``held`` lacks and how many it lacks. ``held`` must be unique (see ``unique_ids``)."""
+    id ``held`` lacks and how many it lacks; ``held`` must name each record once."""
     wanted = [str(r) for r in wanted]
-    pos = pd.Index([str(r) for r in held]).get_indexer(wanted)
+    pos = pd.Index(unique_ids(held, where)).get_indexer(wanted)
     if (pos < 0).any():
         missing = [r for r, p in zip(wanted, pos) if p < 0]
         raise M4IError(f"{what}: record {missing[0]!r} is not in {where} ({len(missing)} missing)")

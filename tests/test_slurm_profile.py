@@ -16,7 +16,7 @@ from conftest import REPO
 
 PROFILE = REPO / "profiles" / "slurm"
 # Rules whose jobs are each submitted alone: long, GPU-heavy single jobs (and nothing else).
-SINGLE_JOB_RULES = {"pretrain_backbone", "features", "train_captioner", "train_mfe"}
+SINGLE_JOB_RULES = {"pretrain_backbone", "features"}
 # At most this many sbatch submissions (issue 14).
 MAX_SUBMISSIONS = {"paper": 150, "test": 40}
 
