@@ -165,7 +165,8 @@ def defenses_view(table: pd.DataFrame) -> pd.DataFrame:
                 cols.update({f"{up} attack": "–", f"{up} AUC": "–", f"{up} ASR": "–", f"{up} TPR@1%FPR": "–"})
                 continue
             cols.update({f"{up} attack": name,
-                         f"{up} AUC": fmt(r[f"{fam}_auc"], r[f"{fam}_auc_sd"], r[f"{fam}_auc_ci_lo"], r[f"{fam}_auc_ci_hi"]),
+                         f"{up} AUC": fmt(r[f"{fam}_auc"], r[f"{fam}_auc_sd"], r[f"{fam}_auc_ci_lo"], r[f"{fam}_auc_ci_hi"],
+                                                       bounds=(0.0, 1.0)),
                          f"{up} ASR": fmt(r[f"{fam}_asr"], r[f"{fam}_asr_sd"]),
                          f"{up} TPR@1%FPR": fmt(r[f"{fam}_tpr@1%fpr"], r[f"{fam}_tpr@1%fpr_sd"])})
         for col, text in cols.items():
@@ -186,7 +187,8 @@ DEFENSES_NOTES = [
 # --------------------------------------------------------------------------- figure
 def privacy_utility_figure(table: pd.DataFrame, utility_metric: str = "cider"):
     """x = held-out utility of the defended target, y = AUC (left) and TPR at 1 % FPR (right) of
-    the MB and FB attack picked on shadows; one point per defense and attacker model."""
+    the MB (circle) and FB (square) attack picked on shadows; one point per defense and attacker
+    model (filled: adaptive, open: unaware), the undefended target in black, chance dotted."""
     from m4i.report.figures import WIDTH_IN, _colors, _figure, _placeholder
 
     if table.empty or "heldout_cider" not in table:
@@ -198,6 +200,7 @@ def privacy_utility_figure(table: pd.DataFrame, utility_metric: str = "cider"):
     x_col = f"heldout_{utility_metric}"
     for ax, (ycol, ylabel, chance) in zip(axes, (("auc", "Attack AUC", 0.5),
                                                  ("tpr@1%fpr", "TPR at 1 % FPR", 0.01))):
+        labelled = set()  # one ε label per DP defense and panel
         for _, r in table.iterrows():
             x, xerr = r[x_col], r.get(f"{x_col}_sd", float("nan"))
             for fam in ("mb", "fb"):
@@ -205,7 +208,9 @@ def privacy_utility_figure(table: pd.DataFrame, utility_metric: str = "cider"):
                 if pd.isna(y) or pd.isna(x):
                     continue
                 if ycol == "auc" and not pd.isna(r[f"{fam}_auc_ci_lo"]):
-                    yerr = [[y - r[f"{fam}_auc_ci_lo"]], [r[f"{fam}_auc_ci_hi"] - y]]
+                    # a t-interval over few seeds can leave [0, 1]: drawn clipped to the AUC's range
+                    lo, hi = max(r[f"{fam}_auc_ci_lo"], 0.0), min(r[f"{fam}_auc_ci_hi"], 1.0)
+                    yerr = [[y - lo], [hi - y]]
                 else:
                     sd = r[f"{fam}_{ycol}_sd"]
                     yerr = None if pd.isna(sd) else [[sd], [sd]]
@@ -213,10 +218,11 @@ def privacy_utility_figure(table: pd.DataFrame, utility_metric: str = "cider"):
                 color = "black" if undefended else colors[r["defense"]]
                 adaptive = r["attacker"] == "adaptive"
                 ax.errorbar([x], [y], yerr=yerr, xerr=None if pd.isna(xerr) else [[xerr], [xerr]],
-                            fmt="*" if undefended else marker[fam], ms=10 if undefended else 6, color=color,
+                            fmt=marker[fam], ms=8 if undefended else 6, color=color,
                             mfc=color if (adaptive or undefended) else "white", capsize=2, lw=0.8)
-                if _eps_label(r):
-                    ax.annotate(_eps_label(r), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6)
+                if _eps_label(r) and r["defense"] not in labelled:
+                    labelled.add(r["defense"])
+                    ax.annotate(_eps_label(r), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=6)
         ax.axhline(chance, color="grey", ls=":", lw=0.8)
         ax.set(xlabel=f"Held-out {utility_metric.upper() if utility_metric != 'cider' else 'CIDEr'} of the target",
                ylabel=ylabel)
@@ -224,7 +230,7 @@ def privacy_utility_figure(table: pd.DataFrame, utility_metric: str = "cider"):
     axes[1].set_title("TPR at 1 % FPR; dotted: chance")
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], ls="", marker="*", color="black", ms=9, label="undefended"),
+    handles = [Line2D([], [], ls="", marker="o", color="black", ms=8, label="undefended (black)"),
                Line2D([], [], ls="", marker="o", color="grey", label="MB (filled: adaptive, open: unaware)"),
                Line2D([], [], ls="", marker="s", color="grey", label="FB"),
                *[Line2D([], [], ls="", marker="o", color=c, label=d) for d, c in colors.items()]]

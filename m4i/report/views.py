@@ -33,10 +33,15 @@ def _nan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def fmt(mean, sd=float("nan"), lo=float("nan"), hi=float("nan"), *, scale: float = 1.0, digits: int = 3) -> str:
-    """``mean [± sd] [lo, hi]`` (each part only where defined); ``undef.`` for an undefined mean."""
+def fmt(mean, sd=float("nan"), lo=float("nan"), hi=float("nan"), *, scale: float = 1.0, digits: int = 3,
+        bounds: tuple[float, float] | None = None) -> str:
+    """``mean [± sd] [lo, hi]`` (each part only where defined); ``undef.`` for an undefined mean.
+    ``bounds``: the metric's range (e.g. (0, 1) for AUC), to which the interval is clipped — a
+    t-interval over two seeds easily leaves it."""
     if _nan(mean):
         return UNDEF
+    if bounds is not None and not _nan(lo) and not _nan(hi):
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     f = lambda v: f"{v * scale:.{digits}f}"  # noqa: E731
     out = f(mean)
     if not _nan(sd):
@@ -155,7 +160,7 @@ def attacks_view(summary: pd.DataFrame, tpr_key: str = "tpr@1%fpr") -> pd.DataFr
             lo, hi = (r[f"{m}_ci_lo"], r[f"{m}_ci_hi"]) if with_ci else (float("nan"), float("nan"))
             sd = r.get(f"{m}_sd", float("nan"))
             rows.append(cell("paper_attacks", panel, _row_label(r), r["scenario"],
-                             fmt(r[f"{m}_mean"], sd, lo, hi), r["sources"], metric=m, mean=r[f"{m}_mean"], sd=sd,
+                             fmt(r[f"{m}_mean"], sd, lo, hi, bounds=(0.0, 1.0)), r["sources"], metric=m, mean=r[f"{m}_mean"], sd=sd,
                              ci_lo=lo, ci_hi=hi, n_seeds=int(r["n_seeds"]), summary_row_id=r["row_id"]))
     return pd.DataFrame(rows)
 
@@ -231,7 +236,7 @@ VIEW_TITLES = {
 VIEW_NOTES = {
     "paper_attacks": [
         "One seed: mean [bootstrap 95 % CI over the target's records]; several seeds: mean ± sd over seeds "
-        "[t 95 % CI over seeds].",
+        "[t 95 % CI over seeds, clipped to [0, 1]]; each seed's own bootstrap CI is in tables/summary.csv.",
         "Scenarios ending in -paper-protocol-confounded use the original code's split (two leaks: non-members "
         "from another dataset, shadow fitted on the target's own non-members); compare with the honest one.",
         "undef.: too few non-members for that FPR; –: the attack does not run in that scenario.",
