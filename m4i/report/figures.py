@@ -234,8 +234,22 @@ def distributions_figure(distribution_inputs: list[dict]):
 
 
 # --------------------------------------------------------------------------- caption quality
+def _quality_panels(utility_paths: list[str]) -> list[str]:
+    """The captioners the quality figure shows: undefended ones of the first seed (every seed and
+    every defended target would make dozens of panels; those are in tables/quality.csv and the
+    privacy-utility figure)."""
+    from m4i.identity import ModelId
+
+    models = {p: ModelId.parse(Path(p).stem) for p in utility_paths}
+    if not models:
+        return []
+    first = min(m.seed for m in models.values())
+    return [p for p, m in models.items() if m.defense is None and m.seed == first]
+
+
 def caption_quality_figure(utility_paths: list[str]):
     """Per captioner: members vs held-out vs the fixed-caption baseline on each metric."""
+    utility_paths = _quality_panels(list(utility_paths))
     if not utility_paths:
         return _placeholder("No caption-quality (utility) files were given for this study.")
     n = len(utility_paths)
