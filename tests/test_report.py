@@ -384,6 +384,8 @@ def test_defenses_table_rows_selection_epsilon_and_utility(full_study):
     u = d.loc["defense:unrestricted"]
     assert u["defense"] == "none" and u["attacker"] == "none" and u["mb_attack"] == "mb-logreg"
     assert u["heldout_cider"] == pytest.approx(1.0) and u["gap_cider"] == pytest.approx(0.5) and u["n_seeds"] == 2
+    # the undefended row picks from the defended rows' menu of attacks (no blind run against a defense here)
+    assert math.isnan(u["blind_auc"])
     dp = d.loc["defense:unrestricted@dp1-unaware"]
     assert dp["kind"] == "dp_sgd" and dp["epsilon_target"] == 1.0 and dp["epsilon_achieved"] == pytest.approx(0.98)
     assert dp["noise_multiplier"] == pytest.approx(3.2) and '"epsilon":1.0' in dp["params"]

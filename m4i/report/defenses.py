@@ -87,9 +87,14 @@ def defenses_table(attacks: pd.DataFrame, utility_paths, results_root, defenses:
                              & (attacks["protocol"].fillna("disjoint") == "disjoint")]
         keys = list(dict.fromkeys([*undefended["scenario"],
                                    *defended.loc[defended["scenario_name"] == base, "scenario"]]))
+        # The undefended row picks among the attacks the defended rows ran (config key
+        # defense_evaluation.attacks), so that each row's "best" comes from the same menu.
+        menu = set(defended.loc[defended["scenario_name"] == base, "attack"])
         for key in keys:
-            per_seed = attacks[attacks["scenario"] == key]
-            s = summary[summary["scenario"] == key]
+            per_seed = attacks[(attacks["scenario"] == key) & attacks["attack"].isin(menu)]
+            if per_seed.empty:
+                continue
+            s = summary[(summary["scenario"] == key) & summary["attack"].isin(menu)]
             first = per_seed.iloc[0]
             name = first["defense"] if isinstance(first["defense"], str) else None
             cfg = defenses.get(name, {}) if name else {}
