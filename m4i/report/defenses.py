@@ -205,7 +205,7 @@ def privacy_utility_figure(table: pd.DataFrame, utility_metric: str = "cider"):
     x_col = f"heldout_{utility_metric}"
     for ax, (ycol, ylabel, chance) in zip(axes, (("auc", "Attack AUC", 0.5),
                                                  ("tpr@1%fpr", "TPR at 1 % FPR", 0.01))):
-        labelled = set()  # one ε label per DP defense and panel
+        labelled, drawn = set(), 0  # one ε label per DP defense and panel
         for _, r in table.iterrows():
             x, xerr = r[x_col], r.get(f"{x_col}_sd", float("nan"))
             for fam in ("mb", "fb"):
@@ -219,6 +219,7 @@ def privacy_utility_figure(table: pd.DataFrame, utility_metric: str = "cider"):
                 else:
                     sd = r[f"{fam}_{ycol}_sd"]
                     yerr = None if pd.isna(sd) else [[sd], [sd]]
+                drawn += 1
                 undefended = r["defense"] == NONE
                 color = "black" if undefended else colors[r["defense"]]
                 adaptive = r["attacker"] == "adaptive"
@@ -228,6 +229,9 @@ def privacy_utility_figure(table: pd.DataFrame, utility_metric: str = "cider"):
                 if _eps_label(r) and r["defense"] not in labelled:
                     labelled.add(r["defense"])
                     ax.annotate(_eps_label(r), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=6)
+        if not drawn:  # e.g. TPR at 1 % FPR with fewer than 100 non-members: undefined, not 0
+            ax.text(0.5, 0.5, f"{ylabel}: undefined for every point\n(too few non-members)", ha="center",
+                    va="center", transform=ax.transAxes)
         ax.axhline(chance, color="grey", ls=":", lw=0.8)
         ax.set(xlabel=f"Held-out {utility_metric.upper() if utility_metric != 'cider' else 'CIDEr'} of the target",
                ylabel=ylabel)
