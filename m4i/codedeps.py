@@ -121,8 +121,9 @@ DVC_STAGES = {
                    "dynamic": ["m4i/defenses"]},
     "attacks": {"rules": ["rules/attacks.smk", "rules/mfe.smk"], "params": ["mfe", "attacks", "evaluation"],
                 "outs": ["signals", "mfe", "attacks"], "inputs": ["captions", "features", "models"]},
-    "results": {"rules": ["rules/results.smk"], "params": [],
-                "outs": ["tables", "figures"], "inputs": ["attacks", "utility"],
+    "results": {"rules": ["rules/results.smk"], "params": ["defenses"],
+                # models: the defended checkpoints' DP accounting (recipe) for tables/defenses
+                "outs": ["tables", "figures"], "inputs": ["attacks", "utility", "models"],
                 "extra_outs": ["provenance/metrics.json.json"], "metrics": ["metrics.json"]},
 }
 WORKFLOW_FILES = ["Snakefile", "rules/common.smk", "config/schema.yaml"]

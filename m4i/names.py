@@ -65,5 +65,9 @@ ATTACKERS = ("unaware", "adaptive")
 DEFENSE_KINDS = ("dp_sgd", "regularize", "relaxloss", "decode")
 
 # --- results ------------------------------------------------------------------------------------
-TABLE_NAMES = ("attacks", "summary", "quality", "blind", "paper_vs_run")
-FIGURE_NAMES = ("roc_linear", "roc_loglog", "attack_summary", "distributions", "quality")
+# Tables: long-format data (CSV + a Markdown dump) and paper-style views (cells traceable through
+# their CSV, Markdown and LaTeX grids); LATEX_TABLES also get a .tex (booktabs).
+TABLE_NAMES = ("attacks", "summary", "quality", "blind", "paper_vs_run", "defenses",
+               "paper_attacks", "paper_grid", "paper_quality")
+LATEX_TABLES = ("defenses", "paper_attacks", "paper_grid", "paper_quality")
+FIGURE_NAMES = ("roc_linear", "roc_loglog", "attack_summary", "distributions", "quality", "privacy_utility")

@@ -1,4 +1,8 @@
 # Attack metrics + caption quality -> tables, figures and the Snakemake report.
+from m4i.names import LATEX_TABLES
+
+# The config's defenses block, recorded in the provenance of what reads it (absent: none).
+_DEFENSE_KEYS = ["defenses"] if config.get("defenses") else []
 
 
 def _distribution_inputs(wc=None):
@@ -21,14 +25,24 @@ def _distribution_inputs(wc=None):
     return out
 
 
+def _recipes(wc=None):
+    """Checkpoints of the defended targets that train differently (DP-SGD & co.): their ``recipe``
+    carries the privacy accounting (achieved epsilon, delta, noise) the defenses table reports."""
+    return [L.model(m) for m in PLAN.models()
+            if m.role == "target" and m.defense is not None and PLAN.training_side(m)]
+
+
 rule tables:
-    """Paper-style tables (CSV + Markdown), each row with an id and its source artifacts."""
+    """Tables: long-format data (CSV + Markdown) and paper-style views (+ LaTeX), each row or cell
+    with an id and its source artifacts."""
     input:
         metrics=PLAN.attack_metrics(),
         utility=PLAN.utility(),
+        recipes=_recipes(),
     output:
         csv=[report(L.table(t, "csv"), category="Tables", caption=f"../report/table_{t}.rst") for t in TABLE_NAMES],
         md=[L.table(t, "md") for t in TABLE_NAMES],
+        tex=[L.table(t, "tex") for t in LATEX_TABLES],
         headline=L.headline(),
     params:
         results_root=R,
@@ -39,7 +53,8 @@ rule tables:
             "datasets": {d: c["kind"] for d, c in config["datasets"].items()},
             "scenarios": {n: f"{s['target']['dataset']}/{s['target']['arch']} <- {s['shadow']['dataset']}/{s['shadow']['arch']}" for n, s in config["scenarios"].items()},
         },
-        config=lambda wc: stage_config("study", "seeds", "evaluation"),
+        defenses=lambda wc: config.get("defenses") or {},
+        config=lambda wc: stage_config("study", "seeds", "evaluation", *_DEFENSE_KEYS),
         code=code("build_tables.py"),
     log:
         L.log("tables.log"),
@@ -54,15 +69,20 @@ rule tables:
 
 
 rule figures:
-    """ROC curves, attack summary, member/non-member distributions, caption quality (PNG + PDF)."""
+    """ROC curves, attack summary, member/non-member distributions, caption quality, privacy-utility
+    frontier of the defenses (PNG + PDF)."""
     input:
         unpack(_distribution_inputs),
         metrics=PLAN.attack_metrics(),
         utility=PLAN.utility(),
+        recipes=_recipes(),
     output:
         png=[report(L.figure(f, "png"), category="Figures", caption=f"../report/figure_{f}.rst") for f in FIGURE_NAMES],
         pdf=[L.figure(f, "pdf") for f in FIGURE_NAMES],
     params:
+        results_root=R,
+        defenses=lambda wc: config.get("defenses") or {},
+        config=lambda wc: stage_config(*_DEFENSE_KEYS),
         code=code("build_figures.py"),
     log:
         L.log("figures.log"),

@@ -15,7 +15,9 @@ def main(smk):
         distributions.append({"label": f"MB: {column}", "members": inp.mb_in, "nonmembers": inp.mb_out, "column": column})
     if "fb_in" in inp.keys():
         distributions.append({"label": "FB: cos(f_img, f_txt)", "members": inp.fb_in, "nonmembers": inp.fb_out, "column": "cos"})
-    build_figures(list(inp.metrics), list(inp.utility), distributions, str(Path(smk.output.png[0]).parent))
+    build_figures(list(inp.metrics), list(inp.utility), distributions, str(Path(smk.output.png[0]).parent),
+                  defenses=dict(smk.params.defenses), recipe_paths=list(inp.recipes),
+                  results_root=smk.params.results_root)
 
 
 run(snakemake, main)  # noqa: F821

@@ -51,7 +51,8 @@ def test_known_separability(method, params, separable):
     assert scores["record_id"].iloc[0] == "ti:0" and scores["record_id"].iloc[-1] == "to:599"
     assert (scores["prediction"] == (scores["score"] >= info["threshold"]).astype(int)).all()
     assert info["features"] == ["noise", "good", "vec"] and info["n_features"] == 4  # vec expanded
-    assert info["method"] == method and 0.6 < info["shadow_auc"] < 0.9
+    assert info["method"] == method and 0.6 < info["shadow_cv_auc"] < 0.9
+    assert info["shadow_cv_folds"] == 5 and 0.6 < info["shadow_fit_auc"] < 0.95
     json.dumps(info, allow_nan=False)
 
 
@@ -90,7 +91,8 @@ def test_threshold_maximises_shadow_accuracy_by_hand():
     scores, info = run_attack({"method": "threshold", "features": ["a"]}, t("si", [1.0, 2.0]), t("so", [3.0, 4.0]),
                               t("ti", [2.4, 0.0]), t("to", [2.6, 9.0]), seed=0)
     assert info["threshold"] == -2.5 and info["direction"] == -1
-    assert info["shadow_accuracy"] == 1.0 and info["shadow_auc"] == 1.0
+    assert info["shadow_fit_accuracy"] == 1.0 and info["shadow_fit_auc"] == 1.0
+    assert info["shadow_cv_auc"] == 1.0 and info["shadow_cv_folds"] == 2  # 2 records per class: 2 folds
     assert scores["prediction"].tolist() == [1, 1, 0, 0]
 
 
@@ -199,3 +201,57 @@ def test_metrics_recompute_exactly_from_written_scores(separable, tmp_path):
     again = evaluate(back["label"], back["score"], saved["decision"]["threshold"], n_bootstrap=50, seed=0)
     assert again == saved["metrics"] == m
     assert saved["info"] == info
+
+
+def test_shadow_cv_auc_is_honest_where_the_in_sample_fit_is_not():
+    # 40 pure-noise features, 60 + 60 shadow rows: a wide MLP fits the noise (in-sample AUC near 1)
+    # while cross-validation on the shadow rows says chance, as the target does.
+    rng = np.random.default_rng(5)
+
+    def t(p, n):
+        return pd.DataFrame({"record_id": [f"{p}:{i}" for i in range(n)], **{f"x{j}": rng.normal(size=n) for j in range(40)}})
+
+    attack = {"method": "mlp", "features": "all", "params": {"hidden": [128], "max_iter": 2000, "alpha": 1e-6}}
+    scores, info = run_attack(attack, t("si", 60), t("so", 60), t("ti", 300), t("to", 300), seed=0)
+    assert info["shadow_fit_auc"] > 0.95
+    assert abs(info["shadow_cv_auc"] - 0.5) < 0.12 and abs(auc(scores) - 0.5) < 0.08
+    assert info["shadow_cv_folds"] == 5 and info["shadow_cv_auc_sd"] > 0
+
+
+def test_shadow_cv_matches_an_independent_cross_validation(separable):
+    # logreg on ungrouped records (one shadow): the same folds through sklearn's own pipeline
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from m4i.seeding import derive_seed
+
+    si, so, ti, to = separable
+    _, info = run_attack({"method": "logreg", "features": ["good", "noise"]}, si, so, ti, to, seed=2)
+    X = pd.concat([si, so])[["good", "noise"]].to_numpy()
+    y = np.r_[np.ones(len(si)), np.zeros(len(so))]
+    groups = pd.concat([si, so])["record_id"].to_numpy()
+    cv = StratifiedGroupKFold(5, shuffle=True, random_state=derive_seed(2, "attack-cv", "logreg"))
+    aucs = []
+    for tr, te in cv.split(X, y, groups):
+        m = make_pipeline(StandardScaler(), LogisticRegression(random_state=derive_seed(2, "attack", "logreg")))
+        aucs.append(roc_auc_score(y[te], m.fit(X[tr], y[tr]).decision_function(X[te])))
+    assert info["shadow_cv_auc"] == pytest.approx(np.mean(aucs))
+
+
+def test_shadow_cv_keeps_one_record_of_several_shadows_in_one_fold():
+    from m4i.attacks import shadow_cv
+
+    # record r<i> appears twice (two shadows); a threshold on x: fold membership must be per record
+    rng = np.random.default_rng(0)
+    n = 50
+    groups = np.r_[[f"r{i}" for i in range(n)], [f"r{i}" for i in range(n)]]
+    y = np.r_[np.ones(n // 2), np.zeros(n // 2), np.zeros(n // 2), np.ones(n // 2)].astype(int)
+    X = (y + rng.normal(scale=0.5, size=2 * n))[:, None]
+    out = shadow_cv("threshold", X, y, groups, ["x"], {}, seed=0)
+    assert out["shadow_cv_folds"] == 5 and out["shadow_cv_auc"] > 0.8
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    for _, te in StratifiedGroupKFold(5, shuffle=True, random_state=1).split(X, y, groups):
+        assert set(groups[te]).isdisjoint(set(np.delete(groups, te)))

@@ -98,7 +98,7 @@ def _roc_panel(ax, docs: list[dict], scenario: str, loglog: bool, colors: dict) 
             if fpr.size:
                 floor = min(floor, fpr.min())
         ax.plot(fpr, tpr, label=label, color=colors[d["attack"]],
-                ls=LINESTYLE[d["identity"]["attack"]["family"]], lw=1.2)
+                ls=LINESTYLE.get(d["identity"]["attack"]["family"], LINESTYLE["other"]), lw=1.2)
     if loglog:
         grid = np.logspace(np.log10(floor), 0, 50)
         ax.plot(grid, grid, color="grey", lw=0.8, ls=":", label="chance")
@@ -113,7 +113,13 @@ def _roc_panel(ax, docs: list[dict], scenario: str, loglog: bool, colors: dict) 
 
 
 def roc_figure(docs: list[dict], loglog: bool = False):
-    """One ROC panel per scenario, on linear or log-log axes, with the chance diagonal."""
+    """One ROC panel per scenario, on linear or log-log axes, with the chance diagonal.
+
+    Every attack of the scenario is drawn: the paper's (MB solid, FB dashed), the blind baseline
+    (dotted) and the calibrated ones (LiRA, RMIA: dash-dotted) side by side. Defended scenarios
+    are left to the privacy–utility figure (one panel each would drown the undefended ones).
+    """
+    docs = [d for d in docs if not (d.get("identity", {}).get("scenario") or {}).get("defense")]
     scenarios = list(dict.fromkeys(d["scenario"] for d in docs))
     rows = -(-len(scenarios) // 2)
     fig = _figure(WIDTH_IN, 3.2 * rows)
@@ -228,8 +234,22 @@ def distributions_figure(distribution_inputs: list[dict]):
 
 
 # --------------------------------------------------------------------------- caption quality
+def _quality_panels(utility_paths: list[str]) -> list[str]:
+    """The captioners the quality figure shows: undefended ones of the first seed (every seed and
+    every defended target would make dozens of panels; those are in tables/quality.csv and the
+    privacy-utility figure)."""
+    from m4i.identity import ModelId
+
+    models = {p: ModelId.parse(Path(p).stem) for p in utility_paths}
+    if not models:
+        return []
+    first = min(m.seed for m in models.values())
+    return [p for p, m in models.items() if m.defense is None and m.seed == first]
+
+
 def caption_quality_figure(utility_paths: list[str]):
     """Per captioner: members vs held-out vs the fixed-caption baseline on each metric."""
+    utility_paths = _quality_panels(list(utility_paths))
     if not utility_paths:
         return _placeholder("No caption-quality (utility) files were given for this study.")
     n = len(utility_paths)
@@ -255,25 +275,34 @@ def caption_quality_figure(utility_paths: list[str]):
 
 # --------------------------------------------------------------------------- all figures
 def build_figures(metrics_paths: list[str], utility_paths: list[str],
-                  distribution_inputs: list[dict], out_dir: str | os.PathLike) -> list[str]:
-    """Write the five figures as PNG + PDF under ``out_dir``; return the written paths.
+                  distribution_inputs: list[dict], out_dir: str | os.PathLike,
+                  defenses: dict | None = None, recipe_paths=None, results_root=None) -> list[str]:
+    """Write the figures of FIGURE_NAMES as PNG + PDF under ``out_dir``; return the written paths.
 
     Stems (FIGURE_NAMES, as rules/results.smk declares them): roc_linear, roc_loglog,
-    attack_summary, distributions, quality. A figure without inputs says so on its canvas.
+    attack_summary, distributions, quality, privacy_utility. A figure without inputs says so on
+    its canvas. ``defenses`` / ``recipe_paths``: as for ``m4i.report.tables.build_tables``.
     """
     from matplotlib import rc_context
 
+    from m4i.identity import Layout
+    from m4i.report import defenses as D
     from m4i.report.tables import attack_row, summary_table
 
     docs = _load_metrics(list(metrics_paths))
+    root = results_root if results_root is not None else Layout.root_of(docs[0]["_path"])
     with rc_context(RC):
-        summary = summary_table(pd.DataFrame([attack_row(d, Path(d["_path"]).as_posix()) for d in docs]))
+        per_seed = pd.DataFrame([attack_row(d, Path(d["_path"]).resolve().relative_to(Path(root).resolve()).as_posix())
+                                 for d in docs])
+        summary = summary_table(per_seed)
         figures = {
             "roc_linear": lambda: roc_figure(docs, loglog=False),
             "roc_loglog": lambda: roc_figure(docs, loglog=True),
-            "attack_summary": lambda: asr_auc_figure(summary),
+            "attack_summary": lambda: asr_auc_figure(summary[summary["defense"].isna()]),
             "distributions": lambda: distributions_figure(list(distribution_inputs or [])),
             "quality": lambda: caption_quality_figure(list(utility_paths or [])),
+            "privacy_utility": lambda: D.privacy_utility_figure(
+                D.defenses_table(per_seed, utility_paths, root, defenses, D.read_recipes(recipe_paths))),
         }
         written: list[str] = []
         for name in FIGURE_NAMES:

@@ -90,9 +90,11 @@ def attack_row(doc: dict, source: str) -> dict:
         "signal": ident["signal"],
         "method": ident["method"],
         "access": ident["access"],
+        "scenario_name": scen.get("scenario_name", scenario),
         "protocol": scen.get("protocol"),
         "defense": scen.get("defense"),
         "attacker": scen.get("attacker"),
+        "calibrated": bool(ident.get("calibrated", False)),
         "n_shadows": len(doc.get("shadow_models") or [doc.get("shadow_model")]),
         "attack_success_rate": _num(_get(m, "attack_success_rate", source)),
         "precision": _num(m.get("precision")),
@@ -100,6 +102,11 @@ def attack_row(doc: dict, source: str) -> dict:
         "auc": _num(_get(m, "auc", source)),
         "auc_ci_lo": _num(auc_ci[0]), "auc_ci_hi": _num(auc_ci[1]),
         "asr_ci_lo": _num(asr_ci[0]), "asr_ci_hi": _num(asr_ci[1]),
+        # The attacker-side judgement of the fit (cross-validated on shadow rows; m4i.attacks):
+        # the only number the report may pick a "best" attack by. NaN for attacks with no
+        # shadow fit (calibrated attacks) and for metrics files that predate it.
+        "shadow_cv_auc": _num((doc.get("info") or {}).get("shadow_cv_auc")),
+        "shadow_cv_accuracy": _num((doc.get("info") or {}).get("shadow_cv_accuracy")),
     }
     for key, op in sorted(m.get("tpr_at_fpr", {}).items(), key=lambda kv: -float(kv[0])):
         # An operating point that the scores cannot reach is "undefined", never 0.
@@ -151,29 +158,87 @@ def mean_ci(values) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def _side(model_key) -> str | None:
+    """``dataset/arch`` of a model key (the seed and role dropped): a scenario's side."""
+    if not isinstance(model_key, str):
+        return None
+    try:
+        m = ModelId.parse(model_key)
+    except M4IError:
+        return None
+    return f"{m.dataset}/{m.arch}"
+
+
+def _per_seed_ci(g: pd.DataFrame, lo: str, hi: str) -> str:
+    """Each seed's own bootstrap interval, ``s0:[lo,hi];s1:[lo,hi]`` (``n/a`` where not computed)."""
+    return ";".join(f"s{int(r['seed'])}:" + ("n/a" if pd.isna(r[lo]) or pd.isna(r[hi]) else f"[{r[lo]:.4g},{r[hi]:.4g}]")
+                    for _, r in g.iterrows())
+
+
 def summary_table(attacks: pd.DataFrame) -> pd.DataFrame:
-    """(b) Per scenario x attack: mean +- 95 % CI over seeds, or the single seed's bootstrap CI."""
-    metrics = ["attack_success_rate", "auc", "precision", "recall", *_tpr_columns(attacks)]
+    """(b) Per scenario x attack: mean and sd over seeds, a 95 % CI, and each seed's bootstrap CI.
+
+    ``<m>_ci_lo/hi`` is the t-interval over seeds when there are several (it includes the
+    variance of training: another seed is another split and another captioner), else the single
+    seed's bootstrap interval (the target's records resampled, the captioner fixed);
+    ``<m>_sd`` is the sd over seeds (NaN for one seed); ``auc_boot_ci_per_seed`` and
+    ``asr_boot_ci_per_seed`` keep every seed's bootstrap interval beside them.
+    """
+    metrics = ["attack_success_rate", "auc", "precision", "recall", *_tpr_columns(attacks), "shadow_cv_auc"]
     boot = {"attack_success_rate": ("asr_ci_lo", "asr_ci_hi"), "auc": ("auc_ci_lo", "auc_ci_hi")}
     rows = []
     for (scenario, attack), g in attacks.groupby(["scenario", "attack"], sort=False):
+        first = g.iloc[0]
         row = {
             "row_id": f"summary:{scenario}:{attack}", "scenario": scenario, "attack": attack,
-            "family": g["family"].iloc[0], "uses_references": bool(g["uses_references"].iloc[0]),
+            "family": first["family"], "uses_references": bool(first["uses_references"]),
+            "calibrated": bool(first.get("calibrated", False)),
+            "scenario_name": first.get("scenario_name", scenario), "protocol": first.get("protocol"),
+            "defense": first.get("defense"), "attacker": first.get("attacker"),
+            "target_side": _side(first.get("target_model")), "shadow_side": _side(first.get("shadow_model")),
             "n_seeds": len(g), "seeds": ";".join(str(s) for s in g["seed"]),
             "ci_method": "t over seeds" if len(g) > 1 else "bootstrap (single seed)",
         }
         for m in metrics:
+            if m not in g:
+                continue
             if len(g) > 1:
                 row[f"{m}_mean"], row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = mean_ci(g[m])
+                row[f"{m}_sd"] = float(np.std(g[m].to_numpy(dtype=float), ddof=1))
             else:
                 lo_col, hi_col = boot.get(m, (None, None))
                 row[f"{m}_mean"] = float(g[m].iloc[0])
                 row[f"{m}_ci_lo"] = float(g[lo_col].iloc[0]) if lo_col else float("nan")
                 row[f"{m}_ci_hi"] = float(g[hi_col].iloc[0]) if hi_col else float("nan")
+                row[f"{m}_sd"] = float("nan")
+        row["auc_boot_ci_per_seed"] = _per_seed_ci(g, "auc_ci_lo", "auc_ci_hi")
+        row["asr_boot_ci_per_seed"] = _per_seed_ci(g, "asr_ci_lo", "asr_ci_hi")
         row["sources"] = ";".join(g["sources"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- selection
+# Families whose attacks are fitted on shadows (one global rule) and so carry a cross-validated
+# shadow AUC; the calibrated families (LiRA, RMIA) have no shadow fit and are never "best"-picked.
+SELECTABLE_FAMILIES = ("mb", "fb")
+SELECTION_RULE = ("best = highest shadow_cv_auc (k-fold cross-validated on the shadow captioners' "
+                  "members/non-members; never a target number), first in config order on ties")
+
+
+def best_by_shadow(summary: pd.DataFrame, family: str):
+    """The summary row of ``family`` with the highest cross-validated shadow AUC, or None.
+
+    Why: choosing the best attack by its target AUC reports the maximum of several noisy target
+    numbers, an optimistic bias the attacker could not realise; the shadow side is all the
+    attacker has. Rows without a shadow CV AUC (e.g. old files) are never chosen.
+    """
+    if family not in SELECTABLE_FAMILIES:
+        raise M4IError(f"best_by_shadow: family {family!r} has no shadow fit (selectable: {list(SELECTABLE_FAMILIES)})")
+    f = summary[summary["family"] == family]
+    if "shadow_cv_auc_mean" not in f or not f["shadow_cv_auc_mean"].notna().any():
+        return None
+    return f.loc[f["shadow_cv_auc_mean"].idxmax()]
 
 
 # --------------------------------------------------------------------------- caption quality
@@ -240,7 +305,8 @@ def caption_quality_table(utility_paths: list[str], results_root: str | os.PathL
 
 # --------------------------------------------------------------------------- blind vs attacks
 def blind_vs_attacks_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """(d) Per scenario: the blind baseline beside the mean and best MB / FB attack."""
+    """(d) Per scenario: the blind baseline beside the mean MB / FB attack and the one the
+    attacker would pick (``best_by_shadow``), and every calibrated attack's AUC."""
     rows = []
     for scenario, g in summary.groupby("scenario", sort=False):
         row = {"row_id": f"blind:{scenario}", "scenario": scenario,
@@ -254,9 +320,13 @@ def blind_vs_attacks_table(summary: pd.DataFrame) -> pd.DataFrame:
             row[f"{fam}_n_attacks"] = len(f)
             row[f"{fam}_mean_asr"] = float(f["attack_success_rate_mean"].mean()) if len(f) else float("nan")
             row[f"{fam}_mean_auc"] = float(f["auc_mean"].mean()) if len(f) else float("nan")
-            best = f.loc[f["auc_mean"].idxmax()] if len(f) and f["auc_mean"].notna().any() else None
+            best = best_by_shadow(g, fam)
             row[f"{fam}_best_attack"] = None if best is None else best["attack"]
+            row[f"{fam}_best_shadow_cv_auc"] = float("nan") if best is None else float(best["shadow_cv_auc_mean"])
             row[f"{fam}_best_auc"] = float("nan") if best is None else float(best["auc_mean"])
+        cal = g[g["calibrated"]] if "calibrated" in g else g.iloc[:0]
+        # Calibrated attacks have no shadow fit to select by: all are listed, none is "best".
+        row["calibrated_attacks"] = ";".join(f"{r['attack']}={r['auc_mean']:.3f}" for _, r in cal.iterrows())
         notes = []
         if row["confounded"]:
             notes.append("members and non-members come from different datasets: "
@@ -278,28 +348,81 @@ def _setting_str(v) -> str:
     return str(v)
 
 
+CONFOUNDED_NOTE = (
+    "confounded = the original code's protocol, with two leaks: its non-members come from another "
+    "dataset (a blind classifier that never queries the captioner can win), and the shadow's attack is "
+    "fitted on the target's own non-members (shadow_out = target_out; shadow members drawn from the "
+    "target's dataset may also be target members)")
+
+
+def _confounded_key(scenario: str) -> str:
+    from m4i.identity import ScenarioId
+
+    sid = ScenarioId.parse(scenario)
+    return str(ScenarioId(sid.name, "paper_protocol_confounded", sid.defense, sid.attacker))
+
+
 def paper_vs_run_table(summary: pd.DataFrame, settings: dict,
                        scenario: str = "unrestricted") -> pd.DataFrame:
-    """(e) Paper headline ASR vs this run's average over the scenario's mb-* / fb-* attacks.
+    """(e) The paper's headline ASR beside this run, on the honest split and on the confounded one.
 
-    Each attack counts once (its mean over seeds), as the paper averages over attacks.
+    Family rows (``paper:mb``, ``paper:fb``): the average ASR over the scenario's attacks of the
+    family (each attack once, its mean over seeds, as the paper averages over attacks), honest
+    and confounded, and the blind baseline on both. Attack rows (``paper:<family>:<attack>``):
+    the same attack on both splits (ASR and AUC with CIs) — every non-blind attack that ran on
+    either, the calibrated ones too (the paper has no number for them).
     """
+    conf_key = _confounded_key(scenario)
+    honest, conf = summary[summary["scenario"] == scenario], summary[summary["scenario"] == conf_key]
+
+    def blind_cols(frame, tag):
+        b = frame[frame["family"] == "blind"]
+        get = (lambda c: float(b[c].iloc[0])) if len(b) else (lambda c: float("nan"))
+        return {f"blind_{tag}_asr_pct": get("attack_success_rate_mean") * 100.0, f"blind_{tag}_auc": get("auc_mean"),
+                f"blind_{tag}_auc_ci_lo": get("auc_ci_lo"), f"blind_{tag}_auc_ci_hi": get("auc_ci_hi")}
+
+    blind = {**blind_cols(honest, "honest"), **blind_cols(conf, "confounded")}
+    blind_src = list(summary.loc[summary["scenario"].isin([scenario, conf_key]) & (summary["family"] == "blind"), "sources"])
+    settings_cols = {k: _setting_str(v) for k, v in settings.items()}
     rows = []
     for fam, paper in PAPER_ASR_PCT.items():
-        f = summary[(summary["scenario"] == scenario) & (summary["family"] == fam)]
-        asr = f["attack_success_rate_mean"] * 100.0
+        f, fc = honest[honest["family"] == fam], conf[conf["family"] == fam]
+        asr, asr_c = f["attack_success_rate_mean"] * 100.0, fc["attack_success_rate_mean"] * 100.0
         run = float(asr.mean()) if len(f) else float("nan")
         rows.append({
-            "row_id": f"paper:{fam}", "family": fam, "scenario": scenario,
+            "row_id": f"paper:{fam}", "family": fam, "attack": "(average)", "scenario": scenario,
             "paper_asr_pct": paper, "run_asr_pct": run, "difference_pp": run - paper,
             "run_asr_min_pct": float(asr.min()) if len(f) else float("nan"),
             "run_asr_max_pct": float(asr.max()) if len(f) else float("nan"),
+            "confounded_asr_pct": float(asr_c.mean()) if len(fc) else float("nan"),
             "n_attacks": len(f), "attacks": ";".join(f["attack"]),
+            "n_attacks_confounded": len(fc), "attacks_confounded": ";".join(fc["attack"]),
+            **blind,
             "n_seeds": int(f["n_seeds"].max()) if len(f) else 0,
-            **{k: _setting_str(v) for k, v in settings.items()},
+            **settings_cols,
+            "note": CONFOUNDED_NOTE,
             "paper_source": PAPER_REF,
-            "sources": ";".join(f["sources"]),
+            "sources": ";".join([*f["sources"], *fc["sources"], *blind_src]),
         })
+    attacks = list(dict.fromkeys([*honest.loc[honest["family"] != "blind", "attack"],
+                                  *conf.loc[conf["family"] != "blind", "attack"]]))
+    for attack in attacks:
+        h, c = honest[honest["attack"] == attack], conf[conf["attack"] == attack]
+        fam = (h if len(h) else c)["family"].iloc[0]
+        row = {"row_id": f"paper:{fam}:{attack}", "family": fam, "attack": attack, "scenario": scenario,
+               "paper_asr_pct": PAPER_ASR_PCT.get(fam, float("nan"))}
+        for tag, frame in (("run", h), ("confounded", c)):
+            get = (lambda col: float(frame[col].iloc[0])) if len(frame) else (lambda col: float("nan"))
+            row[f"{tag}_asr_pct"] = get("attack_success_rate_mean") * 100.0
+            row[f"{tag}_auc"], row[f"{tag}_auc_ci_lo"], row[f"{tag}_auc_ci_hi"] = (
+                get("auc_mean"), get("auc_ci_lo"), get("auc_ci_hi"))
+        row["difference_pp"] = row["run_asr_pct"] - row["paper_asr_pct"]
+        row.update(blind)
+        row["n_seeds"] = int(max([*h["n_seeds"], *c["n_seeds"], 0]))
+        row["note"] = CONFOUNDED_NOTE
+        row["paper_source"] = PAPER_REF if fam in PAPER_ASR_PCT else "the paper has no such attack"
+        row["sources"] = ";".join([*h["sources"], *c["sources"], *blind_src])
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -325,31 +448,48 @@ def to_markdown(df: pd.DataFrame, title: str) -> str:
 
 TITLES = {
     "attacks": "Attacks: one row per scenario x attack x seed",
-    "summary": "Attacks summarised over seeds (mean and 95 % CI)",
+    "summary": "Attacks summarised over seeds (mean, sd and 95 % CI; each seed's bootstrap CI)",
     "quality": "Caption quality per captioner: held-out vs members vs fixed caption",
     "blind": "Blind baseline vs attacks per scenario",
-    "paper_vs_run": "Paper headline numbers vs this run",
+    "paper_vs_run": "Paper headline numbers vs this run (honest and confounded split)",
 }
 
 
 def build_tables(metrics_paths: list[str], utility_paths: list[str],
                  results_root: str | os.PathLike, out_dir: str | os.PathLike,
-                 settings: dict) -> list[str]:
-    """Write the five tables as <out_dir>/<name>.csv and .md; return the written paths."""
+                 settings: dict, defenses: dict | None = None, recipe_paths=None) -> list[str]:
+    """Write every table of TABLE_NAMES under ``out_dir`` (.csv and .md; LATEX_TABLES also .tex)
+    and return the written paths. ``defenses``: the config's ``defenses`` block; ``recipe_paths``:
+    defended targets' checkpoints (or utility files) whose ``recipe`` carries DP accounting."""
+    from m4i.names import LATEX_TABLES
+    from m4i.report import defenses as D
+    from m4i.report import views as V
+
     attacks = attacks_table(list(metrics_paths), results_root)
     summary = summary_table(attacks)
-    tables = {
+    quality = caption_quality_table(list(utility_paths), results_root)
+    data = {
         "attacks": attacks,
         "summary": summary,
-        "quality": caption_quality_table(list(utility_paths), results_root),
+        "quality": quality,
         "blind": blind_vs_attacks_table(summary),
         "paper_vs_run": paper_vs_run_table(summary, dict(settings)),
     }
     out, written = Path(out_dir), []
-    for name in TABLE_NAMES:
-        write_csv(tables[name], out / f"{name}.csv")
-        _write_text(to_markdown(tables[name], TITLES[name]), out / f"{name}.md")
+    for name, df in data.items():
+        write_csv(df, out / f"{name}.csv")
+        _write_text(to_markdown(df, TITLES[name]), out / f"{name}.md")
         written += [str(out / f"{name}.csv"), str(out / f"{name}.md")]
+    written += D.write_defenses(D.defenses_table(attacks, utility_paths, results_root, defenses,
+                                                 D.read_recipes(recipe_paths)), out)
+    views = {"paper_attacks": V.attacks_view(summary), "paper_grid": V.grid_view(summary),
+             "paper_quality": V.quality_view(quality)}
+    for name, cells in views.items():
+        written += V.write_view(cells, name, V.VIEW_TITLES[name], V.VIEW_NOTES[name], out, V.VIEW_CORNER[name])
+    expected = {str(out / f"{n}.{e}") for n in TABLE_NAMES for e in ("csv", "md")} | {
+        str(out / f"{n}.tex") for n in LATEX_TABLES}
+    if set(written) != expected:  # one list of names (m4i.names) for the rule and this function
+        raise M4IError(f"build_tables wrote {sorted(set(written) ^ expected)} unlike TABLE_NAMES/LATEX_TABLES")
     return written
 
 
@@ -370,7 +510,8 @@ def headline_metrics(metrics_paths: list[str]) -> dict:
         entry = {m: _none_if_nan(float(r[f"{m}_mean"])) for m in keep if f"{m}_mean" in r}
         entry["n_seeds"] = int(r["n_seeds"])
         attacks.setdefault(r["scenario"], {})[r["attack"]] = entry
-    paper = paper_vs_run_table(summary, {}).set_index("family")
+    paper = paper_vs_run_table(summary, {})
+    paper = paper[paper["attack"] == "(average)"].set_index("family")
     return {
         "attacks": attacks,
         "unrestricted_average_asr_pct": {
