@@ -14,7 +14,7 @@ scenarios also run against each defended target, once per attacker model (``unaw
 undefended shadows; ``adaptive``: shadows trained with the same defense).
 
 Which attacks run where: a scenario's ``attacks`` (default all), minus those it cannot run:
-calibrated attacks need K >= 2 reference captioners (online) or K >= 2 shadows of the target's
+calibrated attacks need K >= 4 reference captioners (online) or K >= 2 shadows of the target's
 dataset (offline) and are not run against defended targets (K defended reference captioners per
 defense would multiply the study's cost); multi-query attacks (``queries`` > 1) run only where
 the target answers with sampled captions. An attack a scenario names in its own ``attacks`` list
@@ -119,8 +119,10 @@ class Plan:
         a = self.attack(attack)
         if a.calibrated and plan.id.defense is not None:
             return "calibrated attacks are not run against defended targets"
-        if a.calibrated and a.online and len(plan.refs) < 2:
-            return "an online calibrated attack needs `references: K` with K >= 2"
+        if a.calibrated and a.online and len(plan.refs) < 4:
+            # every candidate is IN for about K/2 references: K >= 4 leaves each of its two
+            # Gaussians at least one degree of freedom for the variance
+            return "an online calibrated attack needs `references: K` with K >= 4"
         if a.calibrated and not a.online and plan.shadow_side["dataset"] != plan.target_side["dataset"]:
             # offline reference models (the shadows) must be queried on the target's candidates,
             # which are records of the target's dataset: shadows of another dataset cannot serve
