@@ -124,3 +124,21 @@ def test_metric_signals_bad_input(signals):
         metric_signals(captions.drop(columns="caption"), manifest)
     with pytest.raises(M4IError, match="'d:9' has no references"):
         corpus_scores({"d:9": "x"}, REFS)
+
+
+def test_tokenizer_runs_once_per_new_text_and_cache_changes_nothing(monkeypatch):
+    # The cache must give exactly what a fresh tokenizer run gives, and texts seen before must
+    # not start the tokenizer's JVM again (one run per job, not one per corpus call).
+    cm.clear_token_cache()
+    fresh = corpus_scores(CANDS, REFS)
+    runs = []
+    real = cm._ptb_run
+    monkeypatch.setattr(cm, "_ptb_run", lambda lines: runs.append(list(lines)) or real(lines))
+    again = corpus_scores(CANDS, REFS)
+    assert runs == []
+    assert fresh[0] == again[0] and fresh[1].equals(again[1])
+    cm.pretokenize(["A Blue circle!", "a red circle on the left"])
+    assert runs == [["A Blue circle!"]]  # only the unseen text, once
+    corpus_scores({"d:0": "A Blue circle!"}, {"d:0": REFS["d:0"]})
+    assert len(runs) == 1
+    assert cm._ptb_tokenize(["A  Blue\ncircle!"]) == ["a blue circle"]  # whitespace-normalised key
