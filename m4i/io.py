@@ -76,11 +76,17 @@ def read_table_meta(path: str | os.PathLike) -> dict:
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
-    """Save tensors/dicts/lists/str/numbers only, so that ``load_torch`` can use weights_only."""
+    """Save tensors/dicts/lists/str/numbers only, so that ``load_torch`` can use weights_only.
+
+    Through an open file handle, not a path: given a path, ``torch.save`` names the archive's
+    folder after the (random) temporary file, so equal objects got different bytes on every run
+    and provenance hashes / dvc.lock changed with nothing changed. A handle gets the fixed name
+    ``archive``, and the same object then always gives the same bytes.
+    """
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_torch(path: str | os.PathLike, map_location: str = "cpu") -> Any:

@@ -25,18 +25,30 @@ def _setup_logging(log_files: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True)
 
 
+def configure_threads(threads: int) -> None:
+    """Torch uses exactly the rule's ``threads:`` (what Snakemake gave the job, after scaling it
+    to ``--cores``): intra-op threads = threads, one inter-op thread. More threads than the job
+    was given would compete with the other jobs for the same cores. (Idle OpenMP threads sleep:
+    ``OMP_WAIT_POLICY=PASSIVE`` is set when m4i is imported, before torch is.)"""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set, or inter-op work already ran in this process
+        pass
+
+
 def run(smk, main: Callable) -> None:
     _setup_logging(list(smk.log))
     log = logging.getLogger(f"m4i.{smk.rule}")
     threads = max(1, int(getattr(smk, "threads", 1) or 1))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
+    configure_threads(threads)
+    log.info("rule %s: %d thread(s)", smk.rule, threads)
     outputs = [str(o) for o in smk.output]
     t0 = time.time()
     try:

@@ -187,3 +187,21 @@ def test_attacker_corpus_reads_the_mfe_split():
     assert got == want
     with pytest.raises(M4IError, match="'mfe' split"):
         attacker_corpus(manifest, {"splits": {"target_in": list(REFS)}})
+
+
+def test_tokenizer_runs_once_per_new_text_and_cache_changes_nothing(monkeypatch):
+    # The cache must give exactly what a fresh tokenizer run gives, and texts seen before must
+    # not start the tokenizer's JVM again (one run per job, not one per corpus call).
+    cm.clear_token_cache()
+    fresh = corpus_scores(CANDS, REFS)
+    runs = []
+    real = cm._ptb_run
+    monkeypatch.setattr(cm, "_ptb_run", lambda lines: runs.append(list(lines)) or real(lines))
+    again = corpus_scores(CANDS, REFS)
+    assert runs == []
+    assert fresh[0] == again[0] and fresh[1].equals(again[1])
+    cm.pretokenize(["A Blue circle!", "a red circle on the left"])
+    assert runs == [["A Blue circle!"]]  # only the unseen text, once
+    corpus_scores({"d:0": "A Blue circle!"}, {"d:0": REFS["d:0"]})
+    assert len(runs) == 1
+    assert cm._ptb_tokenize(["A  Blue\ncircle!"]) == ["a blue circle"]  # whitespace-normalised key

@@ -339,7 +339,7 @@ def test_caption_quality(data, monkeypatch):
         exact = np.mean([candidates[r] in references[r] for r in candidates])
         return {"bleu4": float(exact), "cider": 2 * float(exact)}, pd.DataFrame()
 
-    fake_metrics = types.SimpleNamespace(corpus_scores=corpus_scores)
+    fake_metrics = types.SimpleNamespace(corpus_scores=corpus_scores, pretokenize=lambda texts: None)
     fake_synth = types.SimpleNamespace(
         content_accuracy=lambda caption, attrs: {"colour": float(attrs["colour"] in caption)})
     monkeypatch.setitem(sys.modules, "m4i.signals.caption_metrics", fake_metrics)

@@ -11,6 +11,8 @@ safe for ``m4i.io.save_torch`` / ``load_torch`` (weights_only).
 """
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 import torch
 
@@ -19,6 +21,7 @@ from m4i.records import lookup, unique_ids
 from m4i.mfe import clip, paper
 from m4i.mfe.common import cosine, expected_recall
 from m4i.models.inputs import check_records
+from m4i.progress import Progress
 
 KINDS = {paper.KIND: paper, clip.KIND: clip}
 SIGNAL_COLUMNS = ["record_id", "cos", "ref_cos", "absdiff"]
@@ -85,9 +88,14 @@ def mfe_signals(checkpoint: dict, captions: pd.DataFrame, manifest: pd.DataFrame
     if len(ids) == 0:
         return pd.DataFrame({c: pd.Series(dtype=object if c in ("record_id", "absdiff") else float)
                              for c in SIGNAL_COLUMNS})
+    progress = Progress(f"mfe signals ({checkpoint.get('kind')}) of {len(ids)} captions", 3, unit="stage",
+                        logger=logging.getLogger("m4i.mfe"))
     f_img = enc.images(records, root, features)
+    progress.update(1, embedded="images")
     f_txt = enc.texts([c if isinstance(c, str) else "" for c in captions["caption"]])  # None/NaN: empty
+    progress.update(2, embedded="captions")
     ref_mean = _mean_reference_embeddings(enc, records)
+    progress.update(3, embedded="references")
     if checkpoint.get("absdiff_space") == "l2_normalized":
         diff = (torch.nn.functional.normalize(f_img, dim=1) - torch.nn.functional.normalize(f_txt, dim=1)).abs()
     else:

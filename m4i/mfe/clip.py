@@ -16,6 +16,7 @@ Embeddings (and ``absdiff``) are L2-normalised: the contrastive loss only sees d
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -29,8 +30,11 @@ from m4i.mfe.common import COMMON_DEFAULTS, batched, combination_vocab, normaliz
 from m4i.models.features import MEAN as IMAGENET_MEAN, STD as IMAGENET_STD
 from m4i.models.inputs import InputSource
 from m4i.models.batching import epoch_batches, epoch_pairs
+from m4i.progress import Progress
 from m4i.seeding import derive_seed
 from m4i.text import Vocab
+
+log = logging.getLogger("m4i.mfe")
 
 KIND = "open_clip"
 MODEL_DEFAULTS = {
@@ -196,6 +200,7 @@ def train(mfe: dict, records: pd.DataFrame, root, features: dict | None, seed: i
     opt = torch.optim.AdamW(net.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     loss_fn = _open_clip().ClipLoss()
     losses = []
+    progress = Progress("train open_clip MFE", settings["epochs"], logger=log)
     for epoch in range(settings["epochs"]):
         net.train()
         pairs = epoch_pairs(pair_rec, settings["captions_per_image"], seed, epoch)
@@ -212,6 +217,7 @@ def train(mfe: dict, records: pd.DataFrame, root, features: dict | None, seed: i
                 net.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
             epoch_loss.append(float(loss.detach()))
         losses.append(float(np.mean(epoch_loss)))
+        progress.update(epoch + 1, loss=losses[-1])
     return {
         "kind": KIND,
         "settings": settings,

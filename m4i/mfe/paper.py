@@ -19,6 +19,8 @@ MSE aligned, where each dimension has unit variance over the combination set.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import torch
@@ -29,8 +31,11 @@ from m4i.io import M4IError
 from m4i.mfe.common import COMMON_DEFAULTS, batched, combination_vocab, normalize_settings, training_pairs
 from m4i.models.features import lookup_features, recalibrate_batchnorm
 from m4i.models.batching import epoch_batches, epoch_pairs
+from m4i.progress import Progress
 from m4i.seeding import derive_seed
 from m4i.text import Vocab
+
+log = logging.getLogger("m4i.mfe")
 
 KIND = "paper"
 DEFAULTS = {
@@ -110,6 +115,7 @@ def train(mfe: dict, records: pd.DataFrame, root, features: dict | None, seed: i
             for m in (image, text)]
     bs = settings["batch_size"]
     loss_image, loss_text = [], []
+    progress = Progress("train paper MFE", settings["epochs"], logger=log)
     for epoch in range(settings["epochs"]):
         pairs = epoch_pairs(pair_rec, settings["captions_per_image"], seed, epoch)
 
@@ -129,6 +135,7 @@ def train(mfe: dict, records: pd.DataFrame, root, features: dict | None, seed: i
                 lt.append(_step(text, image, opts[1], bow[p], x[pair_rec[p]]))
         loss_image.append(float(np.mean(li)))
         loss_text.append(float(np.mean(lt)))
+        progress.update(epoch + 1, loss_image=loss_image[-1], loss_text=loss_text[-1])
     # Exact BN statistics of the final nets over the whole combination set.
     recalibrate_batchnorm(image, (x[i : i + 256] for i in range(0, len(x), 256)))
     recalibrate_batchnorm(text, (bow[i : i + 256] for i in range(0, len(bow), 256)))

@@ -76,24 +76,34 @@ def sample_seed(seed: int, record_id: str, query: int) -> int:
 
 @torch.no_grad()
 def greedy(model, inputs, start_id: int, end_id: int, max_len: int) -> list[tuple[list[int], list[float]]]:
+    """Per row: the most likely token each step until ``<end>`` (kept) or ``max_len`` tokens.
+
+    Vectorised: each step's tokens stay in tensors; every row is cut after its first ``<end>``
+    once at the end (rows that ended keep being stepped, as before, but nothing of theirs is kept).
+    """
     n, dev = len(inputs), inputs.device
     state = model.start(inputs)
     prev = torch.full((n,), start_id, dtype=torch.long, device=dev)
-    ids = [[] for _ in range(n)]
-    lps = [[] for _ in range(n)]
-    done = torch.zeros(n, dtype=torch.bool)
+    toks, lps = [], []
+    done = torch.zeros(n, dtype=torch.bool, device=dev)
     for _ in range(max_len):
         logprobs, state = model.step(prev, state)
         top_lp, top_id = logprobs.topk(1, dim=1)
-        prev = top_id[:, 0]
-        tok, lp = top_id[:, 0].tolist(), top_lp[:, 0].tolist()
-        for i in torch.nonzero(~done).flatten().tolist():
-            ids[i].append(tok[i])
-            lps[i].append(lp[i])
-        done |= prev.cpu() == end_id
+        prev = top_id[:, 0].to(dev)
+        toks.append(top_id[:, 0])
+        lps.append(top_lp[:, 0])
+        done |= prev == end_id
         if bool(done.all()):
             break
-    return list(zip(ids, lps))
+    if not toks:
+        return [([], []) for _ in range(n)]
+    tok = torch.stack(toks, 1).cpu()
+    lp = torch.stack(lps, 1).cpu()
+    ended = tok == end_id
+    # length of each row: up to and including its first <end>, else every step
+    first = torch.where(ended.any(1), ended.float().argmax(1) + 1, torch.full((n,), tok.shape[1]))
+    tok_l, lp_l, lengths = tok.tolist(), lp.tolist(), first.tolist()
+    return [(tok_l[i][: lengths[i]], lp_l[i][: lengths[i]]) for i in range(n)]
 
 
 def _final_score(score: float, length: int, alpha: float) -> float:

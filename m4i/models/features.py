@@ -6,6 +6,8 @@ synthetic scenes need ("a red circle on the left"). The same module serves end-t
 """
 from __future__ import annotations
 
+import logging
+import math
 import os
 from pathlib import Path
 
@@ -17,6 +19,9 @@ from torch.nn import functional as F
 from m4i.io import M4IError
 from m4i.records import positions
 from m4i.names import BACKBONES, RESNET_TAPS, VGG_TAPS
+from m4i.progress import Progress
+
+log = logging.getLogger("m4i.features")
 
 # Taps in forward order (m4i.names). VGG: output of each max-pool stage, then the two hidden fc layers.
 DEFAULT_LAYERS = {"resnet": ["layer4"], "vgg16": ["fc7"]}
@@ -236,12 +241,24 @@ def extract_features(manifest: pd.DataFrame, root, spec: dict, seed: int) -> dic
     device = torch.device(spec.get("device") or "cpu")  # the workflow script adds config `device`
     net = build_backbone(spec, seed).to(device)
     size, bs = spec["input_size"], spec["batch_size"]
+    chunks = math.ceil(len(manifest) / bs)
     if spec["bn_recalibrate"]:
-        recalibrate_batchnorm(net, (x.to(device) for x in image_batches(manifest, root, size, bs)))
+        progress = Progress(f"features {spec['backbone']} BN statistics", chunks, unit="chunk", logger=log,
+                            min_interval_s=2.0)
+        recalibrate_batchnorm(net, _counted((x.to(device) for x in image_batches(manifest, root, size, bs)), progress))
     net.eval()
+    progress = Progress(f"features {spec['backbone']}", chunks, unit="chunk", logger=log, min_interval_s=2.0)
     with torch.no_grad():
-        feats = torch.cat([net(x.to(device)).cpu() for x in image_batches(manifest, root, size, bs)])
+        feats = torch.cat([net(x.to(device)).cpu()
+                           for x in _counted(image_batches(manifest, root, size, bs), progress)])
     return {"record_ids": ids, "features": feats.float().contiguous(), "spec": spec}
+
+
+def _counted(chunks, progress: Progress):
+    """Yield ``chunks``, logging progress after each one has been used."""
+    for i, chunk in enumerate(chunks, 1):
+        yield chunk
+        progress.update(i)
 
 
 def merge_feature_caches(caches: list[dict]) -> dict | None:

@@ -1,6 +1,8 @@
 """Captions (with per-token log-probabilities) from a trained captioner, batched and deterministic."""
 from __future__ import annotations
 
+import logging
+import math
 import numbers
 
 import pandas as pd
@@ -9,6 +11,9 @@ import torch
 from m4i.io import M4IError
 from m4i.models.decoding import decode_batch, normalize_decode, sample_seed
 from m4i.models.train import input_source, load_captioner
+from m4i.progress import Progress
+
+log = logging.getLogger("m4i.generate")
 
 COLUMNS = ["record_id", "caption", "tokens", "token_logprobs"]
 
@@ -39,6 +44,8 @@ def generate_captions(checkpoint: dict, records: pd.DataFrame, root, features: d
     rows = []
     bs = decode["batch_size"]
     pairs = [(i, q) for i in range(len(records)) for q in range(decode["queries"])]
+    progress = Progress(f"generate {decode['method']}", math.ceil(len(pairs) / bs), unit="chunk", logger=log,
+                        min_interval_s=2.0)
     for i in range(0, len(pairs), bs):
         chunk = pairs[i : i + bs]
         idx = [j for j, _ in chunk]
@@ -53,5 +60,6 @@ def generate_captions(checkpoint: dict, records: pd.DataFrame, root, features: d
                 "tokens": [vocab.tokens[t] for t in ids],
                 "token_logprobs": [float(x) for x in lps],
             })
+        progress.update(i // bs + 1, captions=len(rows))
     table = pd.DataFrame(rows, columns=columns)
     return table.astype({"query": "int64"}) if sampled else table

@@ -11,6 +11,8 @@ disjoint from every member and non-member.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import torch
@@ -21,6 +23,9 @@ from torch.nn import functional as F
 from m4i.data import synthetic
 from m4i.io import M4IError
 from m4i.models.features import FeatureNet, image_tensor, normalize_spec, torchvision_net
+from m4i.progress import Progress
+
+log = logging.getLogger("m4i.pretrain")
 
 PRETRAIN_KEYS = {"n_images", "image_size", "epochs", "batch_size", "lr", "seed"}
 VAL_FRACTION = 0.1  # held back to report how well the backbone learned the scenes
@@ -132,6 +137,9 @@ def _pretrain(spec: dict, cfg: dict, device: str) -> tuple[dict, pd.DataFrame]:
     steps = cfg["epochs"] * len(_batches(train, cfg["batch_size"]))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     rows = []
+    progress = Progress(f"pretrain {spec['backbone']}", cfg["epochs"], logger=log)
+    log.info("pretraining %s on %d scenes (%d held out), %d epochs of %d batches", spec["backbone"],
+             len(data["images"]), n_val, cfg["epochs"], len(_batches(train, cfg["batch_size"])))
     for epoch in range(cfg["epochs"]):
         trunk.train()
         head.train()
@@ -147,6 +155,8 @@ def _pretrain(spec: dict, cfg: dict, device: str) -> tuple[dict, pd.DataFrame]:
         if not np.isfinite(total):
             raise M4IError(f"pretraining diverged in epoch {epoch + 1} (train loss {total}); lower pretrain.lr")
         rows.append({"epoch": epoch + 1, "train_loss": total / seen, **_accuracy(trunk, head, data, val, device)})
+        progress.update(epoch + 1, loss=rows[-1]["train_loss"],
+                        **{k: v for k, v in rows[-1].items() if k.startswith("val_")})
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     return state, pd.DataFrame(rows)
 

@@ -8,8 +8,12 @@ taken from a computation over the whole table.
 
 Conventions:
 - Text is normalised (all whitespace, including newlines, collapsed to single spaces) and
-  tokenized ONCE per public call with pycocoevalcap's PTBTokenizer (lower-case, punctuation
-  removed), for candidates and references together (one JVM start).
+  tokenized with pycocoevalcap's PTBTokenizer (lower-case, punctuation removed), candidates and
+  references together, in one tokenizer run (one JVM start) for all strings not yet seen. The
+  tokenizer works line by line, so its result for a string does not depend on the other lines:
+  results are kept per process (``_TOKENS``), and a job that scores the same references again
+  (one call per query, held-out + members + baseline) starts no further JVM; ``pretokenize``
+  tokenizes a whole job's text in one run up front.
 - One METEOR JVM is kept alive per process (created lazily, closed at exit).
 - Empty candidates (empty, whitespace-only or punctuation-only captions, e.g. a captioner that
   emitted ``<end>`` first) stay in the corpus, so corpus-level values count them as failures and
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Iterable
@@ -41,6 +46,9 @@ import numpy as np
 import pandas as pd
 
 from m4i.io import M4IError
+from m4i.progress import Progress
+
+log = logging.getLogger("m4i.metrics")
 
 COCO_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougeL", "cider")
 ROUGE_SCORE_METRICS = ("rouge1", "rouge2")
@@ -90,19 +98,41 @@ def _get_meteor():
 
 
 # --- tokenisation ---------------------------------------------------------------------------
-def _ptb_tokenize(texts: list[str]) -> list[str]:
-    """PTB-tokenize a flat list of strings with one JVM start; order and length preserved."""
+_TOKENS: dict[str, str] = {}  # whitespace-normalised text -> its PTB tokenization, per process
+
+
+def _ptb_run(clean: list[str]) -> list[str]:
+    """One PTBTokenizer run (one JVM start) over normalised lines; order and length preserved."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    # Collapse every kind of whitespace: the tokenizer is line-based, so a stray "\r" or
-    # "\u2028" inside a caption would shift every following line.
-    clean = [" ".join(str(t).split()) for t in texts]
     # A trailing sentinel: the wrapper splits Java's output on "\n", which can lose a final
     # empty line.
     out = PTBTokenizer().tokenize({"all": [{"caption": c} for c in clean + ["sentinel"]]})["all"]
     if len(out) != len(clean) + 1:
         raise M4IError(f"PTB tokenizer returned {len(out)} lines for {len(clean) + 1} captions")
     return [t.replace("|||", " ").strip() for t in out[:-1]]  # "|||" is METEOR's field separator
+
+
+def _ptb_tokenize(texts: list[str]) -> list[str]:
+    """PTB-tokenize a flat list of strings, running the tokenizer (once) only for strings this
+    process has not tokenized yet; order and length preserved."""
+    # Collapse every kind of whitespace: the tokenizer is line-based, so a stray "\r" or
+    # "\u2028" inside a caption would shift every following line.
+    clean = [" ".join(str(t).split()) for t in texts]
+    new = sorted(set(clean) - _TOKENS.keys())
+    if new:
+        _TOKENS.update(zip(new, _ptb_run(new)))
+    return [_TOKENS[c] for c in clean]
+
+
+def pretokenize(texts: Iterable[str]) -> None:
+    """Tokenize every string of a job in one tokenizer run, before its scoring calls."""
+    _ptb_tokenize(list(texts))
+
+
+def clear_token_cache() -> None:
+    """Forget every tokenization (benchmarks measure the per-call cost with it)."""
+    _TOKENS.clear()
 
 
 def _tokenize_tables(candidates: dict[str, str], references: dict[str, list[str]]):
@@ -354,14 +384,19 @@ def metric_signals(captions: pd.DataFrame, manifest: pd.DataFrame, idf: CiderCor
     width = max(len(v) for v in tok_r.values())
     per_ref = {m: np.full((len(ids), width), np.nan) for m in COCO_METRICS}
     row = {r: i for i, r in enumerate(ids)}
+    # One corpus pass per reference index, then ROUGE-1/2, then all references at once.
+    progress = Progress(f"metric signals of {len(ids)} captions", width + 2, unit="pass", logger=log)
     for j in range(width):
         have = [r for r in ids if len(tok_r[r]) > j]
         _, t = _score_tokenized({r: tok_c[r] for r in have}, {r: [tok_r[r][j]] for r in have}, idf)
         rows = [row[r] for r in have]
         for m in COCO_METRICS:
             per_ref[m][rows, j] = t[m].to_numpy()
+        progress.update(j + 1)
     per_ref.update(_rouge_score_matrix(tok_c, tok_r, width))
+    progress.update(width + 1)
     _, multi = _score_tokenized(tok_c, tok_r, idf)
+    progress.update(width + 2)
 
     out = {"record_id": ids}
     for m in METRICS:

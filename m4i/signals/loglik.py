@@ -13,12 +13,18 @@ several models are comparable only when they share one vocabulary (the same toke
 """
 from __future__ import annotations
 
+import logging
+import math
+
 import pandas as pd
 import torch
 
 from m4i.io import M4IError
 from m4i.models.inputs import check_records
 from m4i.models.train import input_source, load_captioner, pad_tokens
+from m4i.progress import Progress
+
+log = logging.getLogger("m4i.loglik")
 
 COLUMNS = ["record_id", "ref_loglik", "ref_loglik_mean"]
 
@@ -46,6 +52,8 @@ def reference_loglik(checkpoint: dict, records: pd.DataFrame, root, features: di
     limit = getattr(model, "max_positions", None)  # a transformer decoder sees at most this many inputs
     source = input_source(model, checkpoint["arch"], records, root, features)
     per_record: list[list[float]] = []
+    progress = Progress("reference loglik", math.ceil(len(records) / batch_size), unit="chunk", logger=log,
+                        min_interval_s=2.0)
     for start in range(0, len(records), batch_size):
         idx = list(range(start, min(start + batch_size, len(records))))
         seqs, owner = [], []
@@ -73,6 +81,7 @@ def reference_loglik(checkpoint: dict, records: pd.DataFrame, root, features: di
         for o, v in zip(owner, mean.tolist()):
             values[o].append(float(v))
         per_record.extend(values)
+        progress.update(start // batch_size + 1, records=len(per_record))
     return pd.DataFrame({
         "record_id": [str(r) for r in records["record_id"]],
         "ref_loglik": per_record,

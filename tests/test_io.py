@@ -1,0 +1,40 @@
+"""m4i.io: atomic, deterministic artifact writers."""
+from __future__ import annotations
+
+import zipfile
+
+import torch
+
+from m4i.io import load_torch, save_torch, sha256_file
+
+
+def _obj():
+    g = torch.Generator().manual_seed(0)
+    return {"state_dict": {"w": torch.randn(4, 3, generator=g), "b": torch.zeros(3)}, "vocab": ["<pad>", "a"],
+            "epoch": 3, "loss": [1.5, 0.25], "shared": [torch.arange(5)] * 2}
+
+
+def test_two_saves_of_the_same_object_are_byte_identical(tmp_path):
+    # Different destination names and folders: torch.save(obj, path) would store each name in the zip.
+    a, b = tmp_path / "one" / "model.pt", tmp_path / "two" / "other-name.pt"
+    save_torch(_obj(), a)
+    save_torch(_obj(), b)
+    assert a.read_bytes() == b.read_bytes()
+    save_torch(_obj(), a)  # overwriting: same bytes again
+    assert sha256_file(a) == sha256_file(b)
+
+
+def test_saved_archive_carries_no_file_name_and_loads_back(tmp_path):
+    path = tmp_path / "x.pt"
+    save_torch(_obj(), path)
+    names = zipfile.ZipFile(path).namelist()
+    assert all(n.startswith("archive/") for n in names), names
+    assert not [p for p in tmp_path.iterdir() if p.name != "x.pt"]  # no temporary file left
+    back = load_torch(path)
+    assert torch.equal(back["state_dict"]["w"], _obj()["state_dict"]["w"]) and back["vocab"] == ["<pad>", "a"]
+
+
+def test_different_objects_give_different_bytes(tmp_path):
+    save_torch({"w": torch.zeros(3)}, tmp_path / "a.pt")
+    save_torch({"w": torch.ones(3)}, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() != (tmp_path / "b.pt").read_bytes()
