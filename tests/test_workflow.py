@@ -90,7 +90,8 @@ def test_whole_study_outputs(study):
         assert scores.record_id.is_unique and set(scores.label) == {0, 1}
         assert metrics["metrics"]["n"] == len(scores) == 48
         assert 0.0 <= metrics["metrics"]["auc"] <= 1.0
-        assert metrics["scenario"]["defense"] == p.id.defense and metrics["scenario"]["attacker"] == p.id.attacker
+        scen = metrics["identity"]["scenario"]
+        assert scen["defense"] == p.id.defense and scen["attacker"] == p.id.attacker and metrics["scenario"] == str(p.id)
     control = study / "attacks" / "unrestricted-paper-protocol-confounded" / "blind" / "s0" / "metrics.json"
     assert control.exists()
 
