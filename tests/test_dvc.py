@@ -41,7 +41,7 @@ def test_dvc_repro_push_pull_leaves_snakemake_nothing_to_do(study, tmp_path):
     study_name = yaml.safe_load(TEST_CONFIG.read_text())["study"]
     # Reuse the session's finished study (times preserved) so that dvc repro only records it.
     copy_study(study, src)
-    sh(src, "dvc", "repro")
+    sh(src, "dvc", "repro", timeout=2400)  # DVC clears stage outputs it has no lock for: a full rerun
     lock = yaml.safe_load((src / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"data", "captioners", "attacks", "results"}
     for stage in lock["stages"].values():
