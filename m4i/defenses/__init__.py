@@ -12,7 +12,7 @@ of a captioner's identity (``ModelId.defense``). It acts on one or more of three
 
 Kinds (``m4i.names.DEFENSE_KINDS``) are modules of this package, imported by name when a job
 needs one, so a job's code hash (``m4i.codedeps``) covers exactly the kind it runs. Each module
-defines ``TRAINING`` (bool), ``check(name, params, arch)``, and where it applies
+defines ``TRAINING`` (bool), ``KEYS`` (its settings; others are refused here), ``check(name, params, arch)``, and where it applies
 ``arch_for(params, arch)``, ``recipe(params, ctx, validation, n_images)`` and
 ``decode_for(params, decode)``.
 """
@@ -48,7 +48,12 @@ def training_side(cfg: dict) -> bool:
 
 def check(name: str, cfg: dict, arch: dict) -> None:
     """Refuse, with the config key, a defense its captioner cannot run (e.g. DP-SGD on ViT-GPT-2)."""
-    _kind(cfg).check(name, params_of(cfg), arch)
+    mod, params = _kind(cfg), params_of(cfg)
+    unknown = sorted(set(params) - set(mod.KEYS))
+    if unknown:
+        raise M4IError(f"config key defenses.{name}: unknown setting(s) {unknown} for kind {cfg['kind']} "
+                       f"(known: {list(mod.KEYS)})")
+    mod.check(name, params, arch)
 
 
 def arch_for(cfg: dict, arch: dict) -> dict:

@@ -14,9 +14,6 @@ KEYS = ("method", "temperature", "top_k", "truncate")
 
 
 def check(name: str, params: dict, arch: dict) -> None:
-    unknown = sorted(set(params) - set(KEYS))
-    if unknown:
-        raise M4IError(f"config key defenses.{name}: unknown setting(s) {unknown} for kind decode (known: {list(KEYS)})")
     if params.get("method", "sample") != "sample" and ("temperature" in params or "top_k" in params):
         raise M4IError(f"config key defenses.{name}: temperature/top_k need method 'sample'")
     if params.get("method", "sample") != "sample" and params.get("truncate") is None:

@@ -41,9 +41,6 @@ log = logging.getLogger("m4i.defenses.dp_sgd")
 
 
 def check(name: str, params: dict, arch: dict) -> None:
-    unknown = sorted(set(params) - set(KEYS))
-    if unknown:
-        raise M4IError(f"config key defenses.{name}: unknown setting(s) {unknown} for kind dp_sgd (known: {list(KEYS)})")
     if arch.get("kind") != "show_tell" or "features" not in (arch.get("encoder") or {}):
         raise M4IError(
             f"config key defenses.{name}: dp_sgd runs only on a show_tell captioner reading cached features "

@@ -18,9 +18,6 @@ KEYS = ("weight_decay", "dropout", "early_stopping", "patience", "max_epochs")
 
 
 def check(name: str, params: dict, arch: dict) -> None:
-    unknown = sorted(set(params) - set(KEYS))
-    if unknown:
-        raise M4IError(f"config key defenses.{name}: unknown setting(s) {unknown} for kind regularize (known: {list(KEYS)})")
     if "dropout" in params and arch.get("kind") != "show_tell":
         raise M4IError(f"config key defenses.{name}: dropout is a show_tell setting; captioner kind {arch.get('kind')!r}")
 

@@ -26,9 +26,6 @@ KEYS = ("alpha", "upper")
 
 
 def check(name: str, params: dict, arch: dict) -> None:
-    unknown = sorted(set(params) - set(KEYS))
-    if unknown:
-        raise M4IError(f"config key defenses.{name}: unknown setting(s) {unknown} for kind relaxloss (known: {list(KEYS)})")
     if "alpha" not in params or not float(params["alpha"]) > 0:
         raise M4IError(f"config key defenses.{name}.alpha: RelaxLoss needs a target loss level alpha > 0")
 
