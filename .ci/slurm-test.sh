@@ -137,8 +137,9 @@ say "$n_submit sbatch submissions, $n_logs Slurm job logs"
 [ "$TARGET" != all ] || [ "$n_submit" -le 40 ] || fail "$n_submit Slurm jobs for the tiny study (at most 40 wanted)"
 not_done=$(squeue -h -t all -o '%i %T %P' | grep -v COMPLETED || true)
 [ -z "$not_done" ] || fail "Slurm jobs not COMPLETED: $not_done"
-if [ "$TARGET" = all ] || [[ "$TARGET" == *backbones* ]]; then
+if grep -q "rule pretrain_backbone:" "$WORK/slurm.log"; then
     scontrol -o show job | grep "Partition=gpu" | grep -Eq "gpu[:=]1" || fail "no job ran on the gpu partition with a GPU"
+    say "the GPU job ran on the gpu partition with one GPU"
 fi
 
 # The same study locally, then the tables compared without their timing columns.
