@@ -19,16 +19,14 @@ import numpy as np
 import pandas as pd
 
 from m4i.io import M4IError
+from m4i.records import lookup, unique_ids
 from m4i.seeding import derive_seed
 from m4i.text import tokenize
 
 
 def _references(manifest: pd.DataFrame, ids, what: str) -> dict[str, list[str]]:
-    caps = dict(zip(manifest["record_id"].astype(str), manifest["captions"]))
-    missing = [r for r in ids if r not in caps]
-    if missing:
-        raise M4IError(f"{what}: {len(missing)} record(s) not in the manifest, e.g. {missing[0]!r}")
-    return {r: [str(c) for c in caps[r]] for r in ids}
+    rows = lookup(manifest, ids, what)
+    return {str(r): [str(c) for c in cs] for r, cs in zip(rows["record_id"], rows["captions"])}
 
 
 def _candidates(caps: pd.DataFrame, what: str) -> dict[str, str]:
@@ -37,9 +35,7 @@ def _candidates(caps: pd.DataFrame, what: str) -> dict[str, str]:
             raise M4IError(f"{what}: missing column {col!r}")
     if len(caps) == 0:
         raise M4IError(f"{what}: no captions")
-    ids = caps["record_id"].astype(str)
-    if ids.duplicated().any():
-        raise M4IError(f"{what}: duplicate record id {ids[ids.duplicated()].iloc[0]!r}")
+    ids = unique_ids(caps["record_id"], what)
     return dict(zip(ids, caps["caption"].fillna("").astype(str)))
 
 

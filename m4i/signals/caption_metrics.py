@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from m4i.io import M4IError
+from m4i.records import lookup, unique_ids
 from m4i.progress import Progress
 
 log = logging.getLogger("m4i.metrics")
@@ -370,15 +371,9 @@ def metric_signals(captions: pd.DataFrame, manifest: pd.DataFrame, idf: CiderCor
             raise M4IError(f"metric_signals: {what} table has no column {col!r}")
     if len(captions) == 0:
         raise M4IError("metric_signals: the captions table is empty")
-    ids = captions["record_id"].astype(str).tolist()
-    dup = pd.Series(ids)[pd.Series(ids).duplicated()]
-    if len(dup):
-        raise M4IError(f"metric_signals: duplicate record id {dup.iloc[0]!r} in the captions table")
-    ref_of = dict(zip(manifest["record_id"].astype(str), manifest["captions"]))
-    missing = [r for r in ids if r not in ref_of]
-    if missing:
-        raise M4IError(f"metric_signals: record {missing[0]!r} is not in the manifest ({len(missing)} missing)")
-    cands, refs = _check_inputs(dict(zip(ids, captions["caption"].tolist())), {r: ref_of[r] for r in ids})
+    ids = unique_ids(captions["record_id"], "metric_signals: the captions table")
+    ref_rows = lookup(manifest, ids, "metric_signals")
+    cands, refs = _check_inputs(dict(zip(ids, captions["caption"].tolist())), dict(zip(ids, ref_rows["captions"])))
 
     tok_c, tok_r = _tokenize_tables(cands, refs)  # the only tokenizer call
     width = max(len(v) for v in tok_r.values())
