@@ -127,6 +127,10 @@ class Plan:
             # offline reference models (the shadows) must be queried on the target's candidates,
             # which are records of the target's dataset: shadows of another dataset cannot serve
             return "an offline calibrated attack needs shadows of the target's dataset"
+        if a.calibrated and not a.online and plan.id.protocol != DEFAULT_PROTOCOL:
+            # the original code's split lets shadow members overlap the target's: a candidate can
+            # be IN every shadow, leaving it no OUT reference model (found on the default study)
+            return "an offline calibrated attack needs OUT reference models, and the confounded split's shadows train on target members"
         if a.calibrated and not a.online and len(plan.shadows) < 2:
             # one OUT value per candidate leaves no degrees of freedom for its Gaussian's variance
             return "an offline calibrated attack needs `n_shadows: K` with K >= 2"
@@ -145,7 +149,8 @@ class Plan:
             base = self._control_base()
             scn = self.config["scenarios"][base]
             attacks = self.control.get("attacks") or scn.get("attacks") or list(self.attack_ids)
-            out.append(self._scenario(ScenarioId(base, "paper_protocol_confounded"), scn, seed, attacks))
+            out.append(self._scenario(ScenarioId(base, "paper_protocol_confounded"), scn, seed, attacks,
+                                      explicit="splits.confounded_control.attacks" if self.control.get("attacks") else None))
         evaluation = self.config.get("defense_evaluation") or {}
         for name in evaluation.get("scenarios", []):
             scn = self.config["scenarios"][name]

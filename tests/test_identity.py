@@ -166,6 +166,23 @@ def test_an_attack_a_scenario_names_but_cannot_run_is_a_config_error(tmp_path):
         Plan(load_config(path))
 
 
+def test_offline_calibrated_attacks_refuse_the_confounded_split(tmp_path):
+    """Its shadows train on target members: a candidate can be IN every shadow (no OUT model)."""
+    cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    cfg["splits"]["confounded_control"]["attacks"] = ["blind", "lira-offline-gb"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(M4IError, match="confounded_control.attacks.*lira-offline-gb.*OUT reference"):
+        Plan(load_config(path)).scenarios(0)
+    del cfg["splits"]["confounded_control"]["attacks"]  # all attacks: the offline ones are left out
+    path.write_text(yaml.safe_dump(cfg))
+    control = Plan(load_config(path)).scenario("unrestricted-paper-protocol-confounded", 0)
+    assert "blind" in control.attacks and "mb-logreg" in control.attacks
+    assert not {"lira-offline-gb", "rmia-offline-bb"} & set(control.attacks)
+    honest = Plan(load_config(path)).scenario("unrestricted", 0)
+    assert "lira-offline-gb" in honest.attacks
+
+
 def test_plan_with_k_shadows_and_seeds(tmp_path):
     cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
     cfg["seeds"] = [0, 1]
