@@ -123,17 +123,18 @@ class Plan:
             # every candidate is IN for about K/2 references: K >= 4 leaves each of its two
             # Gaussians at least one degree of freedom for the variance
             return "an online calibrated attack needs `references: K` with K >= 4"
-        if a.calibrated and not a.online and plan.shadow_side["dataset"] != plan.target_side["dataset"]:
-            # offline reference models (the shadows) must be queried on the target's candidates,
-            # which are records of the target's dataset: shadows of another dataset cannot serve
-            return "an offline calibrated attack needs shadows of the target's dataset"
-        if a.calibrated and not a.online and plan.id.protocol != DEFAULT_PROTOCOL:
-            # the original code's split lets shadow members overlap the target's: a candidate can
-            # be IN every shadow, leaving it no OUT reference model (found on the default study)
-            return "an offline calibrated attack needs OUT reference models, and the confounded split's shadows train on target members"
-        if a.calibrated and not a.online and len(plan.shadows) < 2:
-            # one OUT value per candidate leaves no degrees of freedom for its Gaussian's variance
-            return "an offline calibrated attack needs `n_shadows: K` with K >= 2"
+        if a.calibrated and not a.online:  # offline: the shadows are the OUT reference models
+            if plan.shadow_side["dataset"] != plan.target_side["dataset"]:
+                # they must be queried on the target's candidates, which are records of the
+                # target's dataset: shadows of another dataset cannot serve
+                return "an offline calibrated attack needs shadows of the target's dataset"
+            if plan.id.protocol != DEFAULT_PROTOCOL:
+                # the original code's split lets shadow members overlap the target's: a candidate
+                # can be IN every shadow, leaving it no OUT reference model (found on the default study)
+                return "an offline calibrated attack needs OUT reference models, and the confounded split's shadows train on target members"
+            if len(plan.shadows) < 2:
+                # one OUT value per candidate leaves no degrees of freedom for its Gaussian's variance
+                return "an offline calibrated attack needs `n_shadows: K` with K >= 2"
         if a.queries > 1 and self.decode_of(plan.target)["method"] != "sample":
             return "a multi-query attack needs a target that samples its captions"
         return None

@@ -152,35 +152,40 @@ def test_plan_of_the_default_study():
     assert "mb-logreg-mq" not in plan.scenario("unrestricted", 0).attacks
 
 
-def test_an_attack_a_scenario_names_but_cannot_run_is_a_config_error(tmp_path):
-    cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
-    cfg["scenarios"]["data-restricted"]["attacks"] = ["mb-svm", "lira-online-bb"]
-    path = tmp_path / "bad.yaml"
+def _plan(cfg: dict, tmp_path) -> Plan:
+    """The plan of a config dict, loaded (and schema-checked) from a file like any study's."""
+    path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    return Plan(load_config(path))
+
+
+def _test_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+
+
+def test_an_attack_a_scenario_names_but_cannot_run_is_a_config_error(tmp_path):
+    cfg = _test_config()
+    cfg["scenarios"]["data-restricted"]["attacks"] = ["mb-svm", "lira-online-bb"]
     with pytest.raises(M4IError, match="scenarios.data-restricted.attacks.*lira-online-bb.*references"):
-        Plan(load_config(path)).scenarios(0)
+        _plan(cfg, tmp_path).scenarios(0)
     cfg["scenarios"]["data-restricted"]["attacks"] = ["mb-svm"]
     cfg["defense_evaluation"]["scenarios"] = ["model-restricted"]  # its shadow is a ViT-GPT-2
-    path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(M4IError, match="defenses.dp8.*show_tell.*vit_gpt2"):
-        Plan(load_config(path))
+        _plan(cfg, tmp_path)
 
 
 def test_offline_calibrated_attacks_refuse_the_confounded_split(tmp_path):
     """Its shadows train on target members: a candidate can be IN every shadow (no OUT model)."""
-    cfg = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    cfg = _test_config()
     cfg["splits"]["confounded_control"]["attacks"] = ["blind", "lira-offline-gb"]
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(M4IError, match="confounded_control.attacks.*lira-offline-gb.*OUT reference"):
-        Plan(load_config(path)).scenarios(0)
+        _plan(cfg, tmp_path).scenarios(0)
     del cfg["splits"]["confounded_control"]["attacks"]  # all attacks: the offline ones are left out
-    path.write_text(yaml.safe_dump(cfg))
-    control = Plan(load_config(path)).scenario("unrestricted-paper-protocol-confounded", 0)
+    plan = _plan(cfg, tmp_path)
+    control = plan.scenario("unrestricted-paper-protocol-confounded", 0)
     assert "blind" in control.attacks and "mb-logreg" in control.attacks
     assert not {"lira-offline-gb", "rmia-offline-bb"} & set(control.attacks)
-    honest = Plan(load_config(path)).scenario("unrestricted", 0)
-    assert "lira-offline-gb" in honest.attacks
+    assert "lira-offline-gb" in plan.scenario("unrestricted", 0).attacks
 
 
 def test_plan_with_k_shadows_and_seeds(tmp_path):

@@ -46,8 +46,8 @@ import numpy as np
 import pandas as pd
 
 from m4i.io import M4IError
-from m4i.records import lookup, unique_ids
 from m4i.progress import Progress
+from m4i.records import lookup, unique_ids
 
 log = logging.getLogger("m4i.metrics")
 
