@@ -19,6 +19,10 @@ shadow, its features spec, its number of members. Targets live in benchmarks/tar
 - image_sharing (replaces length-grouped batches, whose premise went when the synthetic captions
   got similar lengths): a ViT-GPT-2 training epoch at the default settings (image-grouped batches,
   captions_per_image) encoding each distinct image of a batch once vs once per caption.
+- dp_lstm: one DP-SGD per-sample-gradient pass (forward, backward, opacus GradSampleModule) of
+  the default captioner's embedding, LSTM and output layer on a default Poisson batch (the dp_sgd
+  defense's ``batch_images`` images, five captions each): opacus' DPLSTM vs m4i's FastDPLSTM,
+  same weights; the per-sample gradients are compared too (they must be equal).
 - reference_training: one default LSTM captioner trained from scratch on the default number of
   members (all epochs): seconds and captioners per minute (the calibrated attacks train K of them).
 """
@@ -184,6 +188,63 @@ def bench_image_sharing(default: dict, manifest, root, tmp: Path, n: int = 200) 
             "loss_shared": float(a["train_loss"].iloc[-1]), "loss_per_caption": float(b["train_loss"].iloc[-1])}
 
 
+def bench_dp_lstm(default: dict, repeats: int = 3, length: int = 16, vocab: int = 60) -> dict:
+    """Per-sample gradients of a default-sized decoder: opacus' DPLSTM vs FastDPLSTM."""
+    import warnings
+
+    import torch
+    from opacus import GradSampleModule
+    from opacus.layers import DPLSTM
+    from torch import nn
+
+    from m4i.models.dp_lstm import FastDPLSTM
+
+    arch = default["captioners"]["lstm"]
+    embed, hidden, layers = int(arch["embed"]), int(arch["hidden"]), int(arch.get("layers", 1))
+    dp = next(d for d in default["defenses"].values() if d["kind"] == "dp_sgd")
+    rows = int(dp["batch_images"]) * 5
+    torch.manual_seed(0)
+    slow = DPLSTM(embed, hidden, layers, batch_first=True)
+    fast = FastDPLSTM(embed, hidden, layers)
+    p = dict(slow.named_parameters())
+    with torch.no_grad():
+        for k in range(layers):
+            fast.ih[k].weight.copy_(p[f"weight_ih_l{k}"])
+            fast.ih[k].bias.copy_(p[f"bias_ih_l{k}"] + p[f"bias_hh_l{k}"])
+            fast.hh[k].weight.copy_(p[f"weight_hh_l{k}"])
+
+    class Decoder(nn.Module):
+        def __init__(self, lstm):
+            super().__init__()
+            torch.manual_seed(1)
+            self.emb, self.lstm, self.out = nn.Embedding(vocab, embed), lstm, nn.Linear(hidden, vocab)
+
+        def forward(self, x):
+            return self.out(self.lstm(self.emb(x))[0])
+
+    x = torch.randint(0, vocab, (rows, length))
+
+    def step(gsm):
+        for q in gsm.parameters():
+            q.grad_sample = q.grad = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y = gsm(x)
+            nn.functional.cross_entropy(y.reshape(-1, vocab), x.reshape(-1), reduction="sum").backward()
+        return gsm
+
+    out = {}
+    for name, lstm in (("dplstm", slow), ("fast", fast)):
+        gsm = GradSampleModule(Decoder(lstm), loss_reduction="sum")
+        step(gsm)  # warm-up
+        seconds, _ = _timed(lambda: [step(gsm) for _ in range(repeats)])
+        out[name] = (seconds / repeats, step(gsm))
+    a = out["dplstm"][1]._module.lstm.weight_hh_l0.grad_sample
+    b = out["fast"][1]._module.lstm.hh[0].weight.grad_sample
+    return {"dplstm_step_s": out["dplstm"][0], "fast_step_s": out["fast"][0], "ratio": out["dplstm"][0] / out["fast"][0],
+            "rows": rows, "length": length, "max_abs_diff": float((a - b).abs().max())}
+
+
 def bench_reference_training(default: dict, manifest, root, tmp: Path) -> dict:
     """One default LSTM captioner, all epochs, on the default number of members."""
     from m4i.models.features import extract_features
@@ -200,7 +261,7 @@ def bench_reference_training(default: dict, manifest, root, tmp: Path) -> dict:
             "epochs": int(arch["train"]["epochs"]), "final_loss": float(loss["train_loss"].iloc[-1])}
 
 
-BENCHES = ("generation", "metrics", "feature_cache", "image_sharing", "reference_training")
+BENCHES = ("generation", "metrics", "feature_cache", "image_sharing", "dp_lstm", "reference_training")
 
 
 def main(argv=None) -> int:
@@ -228,6 +289,7 @@ def main(argv=None) -> int:
             "metrics": lambda: bench_metrics(manifest),
             "feature_cache": lambda: bench_feature_cache(default, manifest, root, tmp),
             "image_sharing": lambda: bench_image_sharing(default, manifest, root, tmp),
+            "dp_lstm": lambda: bench_dp_lstm(default),
             "reference_training": lambda: bench_reference_training(default, manifest, root, tmp),
         }
         for name in todo:
@@ -250,6 +312,9 @@ def main(argv=None) -> int:
         r = results["reference_training"]
         print(f"{'reference_training (reported)':36s} {r['captioners_per_minute']:9.2f}  captioners/min "
               f"({r['seconds']:.1f} s for {r['epochs']} epochs on {r['members']} members)")
+    if "dp_lstm" in results and results["dp_lstm"]["max_abs_diff"] > 1e-4:
+        failed.append("dp_lstm.max_abs_diff")
+        print(f"dp_lstm: per-sample gradients differ by {results['dp_lstm']['max_abs_diff']:.2e}")
     if "generation" in results and results["generation"]["same_captions"] < 1.0:
         print(f"note: batched and one-at-a-time captions agree on {results['generation']['same_captions']:.0%}")
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

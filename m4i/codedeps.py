@@ -111,7 +111,11 @@ def code_hash(script: str | Path, repo: Path = REPO, extra: tuple[str, ...] = ()
 # --------------------------------------------------------------------------------------- DVC
 # DVC's view: one stage per group of rule files; Snakemake stays the scheduler.
 DVC_STAGES = {
-    "data": {"rules": ["rules/data.smk"], "params": ["datasets", "splits", "seeds"],
+    # params: the keys a stage's rules read (the confounded control's attack list is the attacks
+    # stage's, not the split's: editing it reruns attacks only)
+    "data": {"rules": ["rules/data.smk"],
+             "params": ["datasets", "splits.protocol", "splits.sizes", "splits.confounded_control.dataset",
+                        "splits.confounded_control.nonmember_dataset", "seeds"],
              "outs": ["data", "splits"]},
     "captioners": {"rules": ["rules/captioners.smk"],
                    "params": ["features", "captioners", "scenarios", "defenses", "device"],
@@ -119,7 +123,8 @@ DVC_STAGES = {
                    "inputs": ["data", "splits"],
                    # imported by name at run time (one defense per job): all of them count here
                    "dynamic": ["m4i/defenses"]},
-    "attacks": {"rules": ["rules/attacks.smk", "rules/mfe.smk"], "params": ["mfe", "attacks", "evaluation"],
+    "attacks": {"rules": ["rules/attacks.smk", "rules/mfe.smk"],
+                "params": ["mfe", "attacks", "evaluation", "splits.confounded_control.attacks", "defense_evaluation"],
                 "outs": ["signals", "mfe", "attacks"], "inputs": ["captions", "features", "models"]},
     "results": {"rules": ["rules/results.smk"], "params": ["defenses"],
                 # models: the defended checkpoints' DP accounting (recipe) for tables/defenses

@@ -58,7 +58,9 @@ rule splits:
     params:
         seed=lambda wc: int(wc.seed),
         nonmember_dataset=lambda wc: PLAN.nonmember_dataset(wc.dataset, wc.protocol),
-        config=lambda wc: stage_config("splits"),
+        # only what make_splits reads (the protocol is a wildcard): the confounded control's
+        # attack list is no property of a split, and editing it must not rerun the study
+        config=lambda wc: stage_config("splits.sizes"),
         code=code("make_splits.py"),
     log:
         L.log("splits", "{dataset}", "{protocol}-s{seed}.log"),

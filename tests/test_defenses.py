@@ -130,9 +130,9 @@ def test_dp_training_records_its_guarantee_and_loads_without_the_defense(data, f
     assert r["sample_rate"] == pytest.approx(4 / len(df)) and r["steps"] == 2 * int(len(df) / 4)
     assert r["noise_multiplier"] > 0 and r["epsilon_achieved"] == pytest.approx(8.0, abs=0.1)
     model, _ = load_captioner(ckpt)  # the arch flag alone rebuilds the DP-compatible modules
-    from opacus.layers import DPLSTM
+    from m4i.models.dp_lstm import FastDPLSTM
 
-    assert isinstance(model.lstm, DPLSTM) and isinstance(model.bn, torch.nn.GroupNorm)
+    assert isinstance(model.lstm, FastDPLSTM) and isinstance(model.bn, torch.nn.GroupNorm)
     clip_only = {**DP, "epsilon": None}
     train_captioner(defenses.arch_for(clip_only, _lstm_arch(epochs=1)), df, root, feats, vocab, 0,
                     tmp_path / "c.pt", None, recipe=defenses.recipe_for(clip_only, n_images=len(df)))

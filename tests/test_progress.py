@@ -91,13 +91,23 @@ def test_training_log_has_one_line_per_epoch_and_says_it_resumed(data, tmp_path,
     assert "epoch 3/4" in capfd.readouterr().err  # stderr too: what snakemake's output shows
 
 
-def test_rule_threads_are_torchs_threads():
+def test_rule_threads_are_torchs_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # restored afterwards
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
     before = torch.get_num_threads()
     try:
-        workflow.configure_threads(3)
+        workflow.configure_threads(3)  # torch already imported: set directly
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+    # torch imported only after the rule's set-up (jobs that need it late) gets the same count,
+    # and the set-up itself does not import torch (most jobs never need it)
+    # (1 thread: torch caps an environment count at the machine's cores; its default is all cores)
+    code = ("import sys; from m4i import workflow; workflow.configure_threads(1); print('torch' in sys.modules); "
+            "import torch; print(torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["False", "1"]
 
 
 def test_openmp_threads_sleep_when_idle():

@@ -86,6 +86,22 @@ class PoissonImages:
         return out
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed memory instead of unmapping it (``M_MMAP_MAX=0``, a 2 GiB trim
+    threshold). Each DP-SGD step allocates and frees hundreds of MB of per-sample gradients; with
+    glibc's defaults every such tensor is a fresh ``mmap`` whose pages fault in again: measured on
+    the default captioner's step, half the step was kernel time (0.70 s -> 0.36 s a step with this).
+    The job's peak memory is unchanged (the same tensors, reused). No-op off glibc."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-4, 0)  # M_MMAP_MAX
+        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 class DPStep:
     """Updater: per-image clipped, noised gradient step (opacus GradSampleModule + DPOptimizer)."""
 
@@ -98,6 +114,7 @@ class DPStep:
         from opacus.optimizers import DPOptimizer
         from opacus.validators import ModuleValidator
 
+        _keep_freed_memory()
         errors = ModuleValidator.validate(model, strict=False)
         if errors:
             raise M4IError(f"dp_sgd: the captioner is not DP-compatible: {[str(e) for e in errors]}")
