@@ -29,11 +29,12 @@ import math
 import warnings
 
 import numpy as np
-import torch
 
 from m4i.io import M4IError
-from m4i.models.recipe import Recipe, make_optimizer
 from m4i.seeding import derive_seed
+
+# torch, opacus and the training loop's pieces are imported where they run: Snakemake imports
+# this module to check the config (``check``) while it plans, where torch would cost seconds.
 
 TRAINING = True
 KEYS = ("epsilon", "delta", "max_grad_norm", "batch_images", "epochs", "lr")
@@ -76,6 +77,8 @@ class PoissonImages:
         self.rows_of = [np.flatnonzero(pair_rec == i) for i in range(n_images)]
 
     def __call__(self, epoch: int) -> list[np.ndarray]:
+        import torch
+
         g = torch.Generator().manual_seed(derive_seed(self.seed, "poisson", epoch))
         rng = np.random.default_rng(derive_seed(self.seed, "poisson-captions", epoch))
         out = []
@@ -114,6 +117,8 @@ class DPStep:
         from opacus.optimizers import DPOptimizer
         from opacus.validators import ModuleValidator
 
+        from m4i.models.recipe import make_optimizer
+
         _keep_freed_memory()
         errors = ModuleValidator.validate(model, strict=False)
         if errors:
@@ -121,6 +126,8 @@ class DPStep:
         self.model = model
         self.gsm = GradSampleModule(model, loss_reduction="sum")
         self.params = [p for p in model.parameters() if p.requires_grad]
+        import torch
+
         self.generator = torch.Generator().manual_seed(derive_seed(seed, "dp-noise"))
         self.optimizer = DPOptimizer(make_optimizer(self.params, train), noise_multiplier=float(noise_multiplier),
                                      max_grad_norm=float(max_grad_norm), expected_batch_size=max(1, round(expected_images)),
@@ -135,6 +142,8 @@ class DPStep:
 
     def step(self, losses: torch.Tensor, images: np.ndarray) -> None:
         """``losses``: mean token cross-entropy per caption row; ``images``: each row's image."""
+        import torch
+
         if len(images) == 0:  # an empty Poisson batch: count the step, change nothing
             self.skipped += 1
             self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.q)
@@ -186,7 +195,9 @@ def noise_for(epsilon, delta: float, q: float, steps: int) -> float:
                                       steps=steps, accountant="rdp"))
 
 
-def recipe(params: dict, ctx, validation=None, n_images=None) -> Recipe:
+def recipe(params: dict, ctx, validation=None, n_images=None):
+    from m4i.models.recipe import Recipe
+
     n = int(ctx.n_records)
     batch = int(params.get("batch_images", ctx.train["batch_size"]))
     q = min(1.0, batch / n)

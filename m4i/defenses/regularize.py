@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 
 from m4i.io import M4IError, sha256_json
-from m4i.models.recipe import Recipe, default_recipe
+
+# The training loop's pieces (torch) are imported where they run: Snakemake imports this module
+# to check the config (``check``) while it plans, where torch would cost seconds.
 
 TRAINING = True
 KEYS = ("weight_decay", "dropout", "early_stopping", "patience", "max_epochs")
@@ -63,7 +65,9 @@ class EarlyStopping:
             self.best_state, self.bad = state["best_state"], int(state["bad"])
 
 
-def recipe(params: dict, ctx, validation=None, n_images=None) -> Recipe:
+def recipe(params: dict, ctx, validation=None, n_images=None):
+    from m4i.models.recipe import default_recipe
+
     out = default_recipe(ctx)
     if params.get("early_stopping", True):
         if validation is None or len(validation) == 0:
