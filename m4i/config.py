@@ -106,6 +106,21 @@ def check_config(config: dict) -> dict:
     return config
 
 
+def canonical(value):
+    """``value`` with every mapping's keys sorted, recursively (lists keep their order).
+
+    For the config values a job takes as ``params``: Snakemake compares params by their ``repr``,
+    so the same settings with keys in another order (a YAML dumper sorts them, a person moves a
+    line) would otherwise rerun every job (found by the rerun test). Order-bearing config (the
+    order of scenarios, attacks, defenses in the tables) is read from ``config`` itself, not from
+    these values."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
 def load_config(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:

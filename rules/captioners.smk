@@ -81,9 +81,9 @@ rule train_captioner:
         resume=lambda wc: L.model_resume(wc.model),
         seed=lambda wc: model_of(wc).seed,
         n_refs=lambda wc: PLAN.n_refs(model_of(wc)),
-        defense=lambda wc: PLAN.defense(model_of(wc).defense),
+        defense=lambda wc: canonical(PLAN.defense(model_of(wc).defense)),
         config=lambda wc: stage_config(f"captioners.{model_of(wc).arch}", "vocab", "device")
-        | ({f"defenses.{model_of(wc).defense}": PLAN.defense(model_of(wc).defense)} if model_of(wc).defense else {}),
+        | ({f"defenses.{model_of(wc).defense}": canonical(PLAN.defense(model_of(wc).defense))} if model_of(wc).defense else {}),
         code=lambda wc: code("train_captioner.py", *_defense_module(model_of(wc))),
     log:
         L.log("models", "{model}.log"),
@@ -118,7 +118,7 @@ rule generate_captions:
     output:
         L.captions("{model}", "{split}"),
     params:
-        decode=lambda wc: PLAN.decode_of(model_of(wc)),
+        decode=lambda wc: canonical(PLAN.decode_of(model_of(wc))),
         config=lambda wc: stage_config(f"captioners.{model_of(wc).arch}.decode", "device"),
         code=code("generate_captions.py"),
     log:

@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir)))  # the m4i package beside the Snakefile
 
 from m4i.codedeps import code_hash
-from m4i.config import check_config
+from m4i.config import canonical, check_config
 from m4i.identity import Layout, MfeId, ModelId, ScenarioId
 from m4i.io import M4IError
 from m4i.names import FIGURE_NAMES, PROTOCOLS, REAL_DATASET_KINDS, SPLIT_NAMES, TABLE_NAMES
@@ -56,11 +56,12 @@ def model_of(wc):
 
 
 def stage_config(*keys):
-    """The config values a rule depends on, recorded in its provenance sidecar."""
+    """The config values a rule depends on, recorded in its provenance sidecar (key order
+    canonical: reordering a config's keys reruns nothing)."""
     out = {}
     for key in keys:
         node = config
         for part in key.split("."):
             node = node[part]
-        out[key] = node
+        out[key] = canonical(node)
     return out

@@ -121,7 +121,8 @@ def test_a_package_edit_reruns_exactly_the_rules_that_depend_on_it(study, tmp_pa
     assert _dry_run_jobs(work, project) == [], "a fresh copy of a finished study must be up to date"
 
     # the confounded control's attack list is no property of its split: dropping an attack from
-    # it reruns no split and no model (only the tables that list the attacks)
+    # it reruns no split and no model (only the tables that list the attacks); the edited file is
+    # written with sorted keys, so this also checks that key order in a config reruns nothing
     import yaml
 
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
