@@ -94,7 +94,8 @@ def _keep_freed_memory() -> None:
     threshold). Each DP-SGD step allocates and frees hundreds of MB of per-sample gradients; with
     glibc's defaults every such tensor is a fresh ``mmap`` whose pages fault in again: measured on
     the default captioner's step, half the step was kernel time (0.70 s -> 0.36 s a step with this).
-    The job's peak memory is unchanged (the same tensors, reused). No-op off glibc."""
+    The price is memory that stays in the heap: a DP job's peak RSS went from 2.5 to 3.6 GB on the
+    default study (measured). No-op off glibc."""
     import ctypes
 
     try:
@@ -112,6 +113,7 @@ class DPStep:
 
     def __init__(self, model, train: dict, *, noise_multiplier: float, max_grad_norm: float, q: float,
                  expected_images: float, delta: float, seed: int):
+        import torch
         from opacus import GradSampleModule
         from opacus.accountants import RDPAccountant
         from opacus.optimizers import DPOptimizer
@@ -126,8 +128,6 @@ class DPStep:
         self.model = model
         self.gsm = GradSampleModule(model, loss_reduction="sum")
         self.params = [p for p in model.parameters() if p.requires_grad]
-        import torch
-
         self.generator = torch.Generator().manual_seed(derive_seed(seed, "dp-noise"))
         self.optimizer = DPOptimizer(make_optimizer(self.params, train), noise_multiplier=float(noise_multiplier),
                                      max_grad_norm=float(max_grad_norm), expected_batch_size=max(1, round(expected_images)),
