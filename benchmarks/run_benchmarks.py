@@ -209,12 +209,7 @@ def bench_dp_lstm(default: dict, repeats: int = 3, length: int = 16, vocab: int 
     torch.manual_seed(0)
     slow = DPLSTM(embed, hidden, layers, batch_first=True)
     fast = FastDPLSTM(embed, hidden, layers)
-    p = dict(slow.named_parameters())
-    with torch.no_grad():
-        for k in range(layers):
-            fast.ih[k].weight.copy_(p[f"weight_ih_l{k}"])
-            fast.ih[k].bias.copy_(p[f"bias_ih_l{k}"] + p[f"bias_hh_l{k}"])
-            fast.hh[k].weight.copy_(p[f"weight_hh_l{k}"])
+    fast.copy_lstm_weights(dict(slow.named_parameters()))
 
     class Decoder(nn.Module):
         def __init__(self, lstm):

@@ -18,12 +18,7 @@ def _pair(layers: int):
     torch.manual_seed(0)
     ref = DPLSTM(E, H, layers, batch_first=True)
     fast = FastDPLSTM(E, H, layers)
-    p = dict(ref.named_parameters())
-    with torch.no_grad():
-        for k in range(layers):
-            fast.ih[k].weight.copy_(p[f"weight_ih_l{k}"])
-            fast.ih[k].bias.copy_(p[f"bias_ih_l{k}"] + p[f"bias_hh_l{k}"])
-            fast.hh[k].weight.copy_(p[f"weight_hh_l{k}"])
+    fast.copy_lstm_weights(dict(ref.named_parameters()))
     return ref, fast
 
 

@@ -63,9 +63,8 @@ class Recurrence(nn.Module):
 def _recurrence_grad_sample(layer: Recurrence, activations, backprops):
     """Per-sample gradient of ``W_hh``: ``sum_t dz_t h_{t-1}^T`` in one batched matmul."""
     dz, h_prev = layer.pop_tape()
-    t_len = len(h_prev)
     dz = torch.stack([g if g is not None else h_prev[0].new_zeros(h_prev[0].shape[0], 4 * layer.hidden)
-                      for g in dz[:t_len]], dim=1)
+                      for g in dz], dim=1)
     return {layer.weight: torch.bmm(dz.transpose(1, 2), torch.stack(h_prev, dim=1))}
 
 
@@ -98,6 +97,15 @@ class FastDPLSTM(nn.Module):
         with torch.no_grad():
             for lin in self.ih:
                 lin.bias.add_(torch.empty_like(lin.bias).uniform_(-k, k))
+
+    @torch.no_grad()
+    def copy_lstm_weights(self, params) -> None:
+        """Take an ``nn.LSTM``'s weights (or opacus' ``DPLSTM``'s: the same names), given as a
+        name -> tensor mapping; ``b_ih + b_hh`` become the one bias."""
+        for k in range(self.num_layers):
+            self.ih[k].weight.copy_(params[f"weight_ih_l{k}"])
+            self.ih[k].bias.copy_(params[f"bias_ih_l{k}"] + params[f"bias_hh_l{k}"])
+            self.hh[k].weight.copy_(params[f"weight_hh_l{k}"])
 
     def forward(self, x: torch.Tensor, state=None):
         hs, cs = [], []
