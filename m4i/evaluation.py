@@ -12,6 +12,9 @@ Conventions (member = label 1; prediction = ``score >= threshold``):
   resampled separately with replacement, keeping their counts, so every replicate has both
   classes and the class balance of the evaluation set. numpy ``default_rng(seed)``; the AUC
   of each replicate is the Mann-Whitney statistic (equal to roc_auc_score, ties count 1/2).
+  ``ci95.tpr_at_fpr[<target>]``: the same replicates' TPR at that FPR, each replicate choosing
+  its own threshold (so the interval includes the uncertainty of the operating point, not only
+  the binomial noise of the members at a fixed threshold); ``None`` where the point is undefined.
 - tpr_at_fpr: the ROC operating point with the highest TPR whose realized FPR <= target (among
   equal TPRs, the lowest FPR). It is ``defined: false`` when target * n_neg < 1: then even one
   false positive exceeds the target, and the only admissible point is "flag nobody".
@@ -76,8 +79,24 @@ def _auc_rows(y: np.ndarray, s: np.ndarray) -> np.ndarray:
     return ((ranks * y).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def _bootstrap(y, s, threshold, n_bootstrap, seed) -> dict:
-    out = {"auc": None, "attack_success_rate": None, "n_bootstrap": int(n_bootstrap), "seed": int(seed)}
+def _max_false_positives(target: float, n_neg: int) -> int:
+    """The most false positives an operating point may have at FPR <= target."""
+    return int(math.floor(target * n_neg + _EPS))
+
+
+def _tpr_at_fpr_rows(pos: np.ndarray, neg: np.ndarray, target: float) -> np.ndarray:
+    """TPR at FPR <= target of every row of (member scores, non-member scores), vectorised for
+    the bootstrap. With k the most false positives allowed, a threshold just above the
+    (k+1)-th highest non-member score flags at most k non-members and every member above it;
+    any lower threshold flags k+1 or more. So TPR = share of members strictly above it."""
+    k = _max_false_positives(target, neg.shape[1])
+    kth = np.partition(neg, neg.shape[1] - k - 1, axis=1)[:, neg.shape[1] - k - 1]
+    return (pos > kth[:, None]).mean(axis=1)
+
+
+def _bootstrap(y, s, threshold, n_bootstrap, seed, fpr_targets=()) -> dict:
+    out = {"auc": None, "attack_success_rate": None, "n_bootstrap": int(n_bootstrap), "seed": int(seed),
+           "tpr_at_fpr": {str(f): None for f in fpr_targets}}
     if n_bootstrap <= 0:
         return out
     rng = np.random.default_rng(seed)
@@ -91,6 +110,10 @@ def _bootstrap(y, s, threshold, n_bootstrap, seed) -> dict:
         yb = np.broadcast_to(np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)], (n_bootstrap, len(s)))
         auc = _auc_rows(yb, np.concatenate([bp, bn], axis=1))
         out["auc"] = [float(v) for v in np.percentile(auc, [2.5, 97.5])]
+        for f in fpr_targets:
+            if _max_false_positives(float(f), len(neg)) >= 1:  # else undefined, as the point itself
+                tpr = _tpr_at_fpr_rows(bp, bn, float(f))
+                out["tpr_at_fpr"][str(f)] = [float(v) for v in np.percentile(tpr, [2.5, 97.5])]
     return out
 
 
@@ -101,7 +124,7 @@ def _undefined_point(target: float, n_pos: int, n_neg: int, reason: str) -> dict
 def _tpr_at_fpr(target: float, roc, n_pos: int, n_neg: int) -> dict:
     if roc is None:
         return _undefined_point(target, n_pos, n_neg, f"needs members and non-members (n_pos={n_pos}, n_neg={n_neg})")
-    if target * n_neg < 1 - _EPS:
+    if _max_false_positives(target, n_neg) < 1:
         return _undefined_point(
             target, n_pos, n_neg,
             f"target FPR {target} with {n_neg} non-members: a single false positive is already FPR "
@@ -158,7 +181,7 @@ def evaluate(labels: Sequence[int], scores: Sequence[float], threshold: float, *
         "attack_success_rate": float((tp + tn) / len(y)),
         "balanced_accuracy": balanced, "precision": precision, "recall": recall, "f1": f1, "auc": auc,
         "confusion": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
-        "ci95": _bootstrap(y, s, t, int(n_bootstrap), int(seed)),
+        "ci95": _bootstrap(y, s, t, int(n_bootstrap), int(seed), fpr_targets),
         "tpr_at_fpr": {str(f): _tpr_at_fpr(float(f), roc, n_pos, n_neg) for f in fpr_targets},
         "roc": roc_json,
         "undefined": undefined,

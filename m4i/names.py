@@ -68,6 +68,6 @@ DEFENSE_KINDS = ("dp_sgd", "regularize", "relaxloss", "decode")
 # Tables: long-format data (CSV + a Markdown dump) and paper-style views (cells traceable through
 # their CSV, Markdown and LaTeX grids); LATEX_TABLES also get a .tex (booktabs).
 TABLE_NAMES = ("attacks", "summary", "quality", "blind", "paper_vs_run", "defenses",
-               "paper_attacks", "paper_grid", "paper_quality")
-LATEX_TABLES = ("defenses", "paper_attacks", "paper_grid", "paper_quality")
+               "paper_attacks", "paper_grid", "paper_quality", "low_fpr")
+LATEX_TABLES = ("defenses", "paper_attacks", "paper_grid", "paper_quality", "low_fpr")
 FIGURE_NAMES = ("roc_linear", "roc_loglog", "attack_summary", "distributions", "quality", "privacy_utility")

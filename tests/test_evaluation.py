@@ -56,7 +56,8 @@ def test_ties_and_threshold_equality():
     assert m["auc"] == 0.875
     # tied scores are one ROC point, not two
     assert m["roc"]["thresholds"] == [None, 0.7, 0.5, 0.2]
-    assert m["ci95"] == {"auc": None, "attack_success_rate": None, "n_bootstrap": 0, "seed": 0}
+    assert m["ci95"] == {"auc": None, "attack_success_rate": None, "n_bootstrap": 0, "seed": 0,
+                         "tpr_at_fpr": {"0.01": None, "0.001": None}}
 
 
 def test_operating_point_with_tied_top_non_members():
@@ -162,19 +163,28 @@ def _brute_force(y, s, threshold, targets, boot_idx):
     def rates(t):  # predict member when score >= t
         return sum(b >= t for b in neg) / len(neg), sum(a >= t for a in pos) / len(pos)
 
+    def best_point(p, n, f):  # every candidate threshold of this sample; best TPR at FPR <= f
+        pts = []
+        for t in [float("inf")] + sorted(set(p) | set(n), reverse=True):
+            fpr, tpr = sum(b >= t for b in n) / len(n), sum(a >= t for a in p) / len(p)
+            if fpr <= f + 1e-12:
+                pts.append((tpr, -fpr, t))
+        return max(pts)  # best TPR, then lowest FPR, then highest threshold
+
     cands = [float("inf")] + sorted(set(s), reverse=True)
     roc = [(t, *rates(t)) for t in cands]
     at = {}
     for f in targets:
-        ok = [(tpr, -fpr, t) for t, fpr, tpr in roc if fpr <= f + 1e-12]
-        tpr, nfpr, t = max(ok)  # best TPR, then lowest FPR, then highest threshold
+        tpr, nfpr, t = best_point(pos, neg, f)
         at[f] = (None if t == float("inf") else t, -nfpr, tpr)
     asr = (sum(a >= threshold for a in pos) + sum(b < threshold for b in neg)) / len(s)
     bp_idx, bn_idx = boot_idx
     boot_auc = [auc([pos[i] for i in ip], [neg[j] for j in jn]) for ip, jn in zip(bp_idx, bn_idx)]
     boot_asr = [(sum(pos[i] >= threshold for i in ip) + sum(neg[j] < threshold for j in jn)) / len(s)
                 for ip, jn in zip(bp_idx, bn_idx)]
-    return {"auc": auc(pos, neg), "roc": roc, "tpr_at_fpr": at, "asr": asr,
+    ci_tpr = {f: np.percentile([best_point([pos[i] for i in ip], [neg[j] for j in jn], f)[0]
+                                for ip, jn in zip(bp_idx, bn_idx)], [2.5, 97.5]) for f in targets}
+    return {"auc": auc(pos, neg), "roc": roc, "tpr_at_fpr": at, "asr": asr, "ci_tpr": ci_tpr,
             "ci_auc": np.percentile(boot_auc, [2.5, 97.5]), "ci_asr": np.percentile(boot_asr, [2.5, 97.5])}
 
 
@@ -206,7 +216,10 @@ def test_evaluate_matches_brute_force_on_random_scores(case):
         point = m["tpr_at_fpr"][str(f)]
         if f * n_neg < 1:
             assert point["defined"] is False  # one false positive already exceeds the target
+            assert m["ci95"]["tpr_at_fpr"][str(f)] is None
             continue
+        # each bootstrap replicate picks its own operating point (brute force over its thresholds)
+        assert m["ci95"]["tpr_at_fpr"][str(f)] == pytest.approx(list(bf["ci_tpr"][f]), abs=1e-12), f
         t, fpr, tpr = bf["tpr_at_fpr"][f]
         assert (point["threshold"], point["fpr"], point["tpr"]) == (t, pytest.approx(fpr), pytest.approx(tpr)), f
         assert point["fpr"] <= f + 1e-12

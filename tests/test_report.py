@@ -26,7 +26,8 @@ SHADOW_SIDE = {"data-restricted": "doodles-lstm", "model-restricted": "shapes-tf
 
 
 def metrics_doc(scenario, attack, seed, asr, auc, *, tpr1=0.2, tpr01=None, refs=True, cv=None, target=None):
-    tpr = {"0.01": {"target_fpr": 0.01, "defined": True, "tpr": tpr1, "fpr": 0.01, "threshold": 0.9},
+    tpr = {"0.01": {"target_fpr": 0.01, "defined": True, "tpr": tpr1, "fpr": 0.01, "threshold": 0.9,
+                    "tp": round(tpr1 * 300), "fp": 3, "n_pos": 300, "n_neg": 300},
            "0.001": ({"target_fpr": 0.001, "defined": True, "tpr": tpr01, "fpr": 0.001}
                      if tpr01 is not None else {"defined": False, "reason": "too few negatives"})}
     return {
@@ -40,7 +41,8 @@ def metrics_doc(scenario, attack, seed, asr, auc, *, tpr1=0.2, tpr01=None, refs=
                     "attack_success_rate": asr, "precision": asr + 0.01, "recall": asr - 0.01,
                     "auc": auc, "ci95": {"auc": [auc - 0.05, auc + 0.05],
                                          "attack_success_rate": [asr - 0.04, asr + 0.04],
-                                         "n_bootstrap": 100, "seed": 0},
+                                         "n_bootstrap": 100, "seed": 0,
+                                         "tpr_at_fpr": {"0.01": [tpr1 - 0.1, tpr1 + 0.1], "0.001": None}},
                     "tpr_at_fpr": tpr,
                     "roc": {"fpr": [0.0, 0.0005, 0.01, 0.3, 1.0], "tpr": [0.0, 0.05, 0.2, 0.8, 1.0],
                             "thresholds": [2.0, 0.95, 0.9, 0.5, 0.0]}},
@@ -238,7 +240,7 @@ def test_build_tables_writes_csv_and_markdown(study):
     root, paths, util = study
     out = root / "tables"
     written = T.build_tables(paths, util, root, out, {"study": "default", "seeds": [0, 1]})
-    assert len(written) == 2 * 9 + 4 and all((out / p).stat().st_size > 0 for p in written)
+    assert len(written) == 2 * 10 + 5 and all((out / p).stat().st_size > 0 for p in written)
     back = pd.read_csv(out / "attacks.csv").set_index("row_id")
     assert math.isnan(back.loc["attack:unrestricted:blind:s0", "tpr@0.1%fpr"])
     md = (out / "attacks.md").read_text()
@@ -353,7 +355,8 @@ def test_paper_views_cells_are_traceable_and_render_to_markdown_and_latex(full_s
     assert c["cell"] == f"0.820 ± {0.08 / math.sqrt(2):.3f} [{T.mean_ci([0.78, 0.86])[1]:.3f}, 1.000]"
     one = cells.loc["paper_attacks:AUC:mb-svm (MB):data-restricted"]
     assert one["cell"] == "0.680 [0.630, 0.730]"  # one seed: bootstrap CI
-    assert cells.loc["paper_attacks:TPR at 1% FPR:mb-logreg (MB):unrestricted", "cell"] == "0.200 ± 0.000"
+    assert cells.loc["paper_attacks:TPR at 1% FPR:mb-logreg (MB):unrestricted", "cell"] == "0.200 ± 0.000 [0.200, 0.200]"
+    assert cells.loc["paper_attacks:TPR at 1% FPR:mb-svm (MB):data-restricted", "cell"] == "0.200 [0.100, 0.300]"
     assert not any("@" in r for r in cells.index)  # defended scenarios live in the defenses table
     # every cell traceable by the provenance command's own lookup
     assert table_sources(out / "paper_attacks.csv", "paper_attacks:AUC:mb-svm (MB):data-restricted") == [
@@ -421,3 +424,31 @@ def test_defenses_outputs_written_and_figure_has_points(full_study, tmp_path):
     T.build_tables(plain, util, root, tmp_path / "t", {"study": "default"})
     assert "no defense" in (tmp_path / "t" / "defenses.md").read_text()
     assert len(written) == 12
+
+
+def test_low_fpr_view_lists_every_attack_with_counts_and_interval(full_study):
+    root, paths, util, ckpts = full_study
+    out = root / "tables"
+    T.build_tables(paths, util, root, out, {"study": "default"}, defenses=DEFENSES, recipe_paths=ckpts)
+    attacks = pd.read_csv(out / "attacks.csv").set_index("row_id")
+    r = attacks.loc["attack:unrestricted:lira-online-bb:s0"]
+    # the counts and the bootstrap interval of the operating point, beside the rate
+    assert (r["tpr@1%fpr"], r["tpr@1%fpr_tp"], r["tpr@1%fpr_fp"]) == (0.2, 60, 3)
+    assert (r["tpr@1%fpr_ci_lo"], r["tpr@1%fpr_ci_hi"]) == pytest.approx((0.1, 0.3))
+    assert math.isnan(r["tpr@0.1%fpr_tp"]) and math.isnan(r["tpr@0.1%fpr_ci_lo"])  # undefined, not 0
+    summary = pd.read_csv(out / "summary.csv").set_index("row_id")
+    assert summary.loc["summary:unrestricted:mb-svm", "tpr@1%fpr_counts_per_seed"] == \
+        "s0:60/300 TP at 3/300 FP;s1:60/300 TP at 3/300 FP"
+    cells = pd.read_csv(out / "low_fpr.csv").set_index("row_id")
+    # only the undefended honest scenario with a calibrated attack; every attack of it, none picked
+    assert set(cells["scenario"]) == {"unrestricted"}
+    assert set(cells["attack"]) == {"mb-svm", "mb-logreg", "fb-paper-mlp", "blind", "lira-online-bb"}
+    lira = "low_fpr:unrestricted: TPR at 1 % FPR:lira-online-bb (LIRA, calibrated)"
+    assert cells.loc[f"{lira}:TPR [95 % CI]", "cell"] == "0.200 [0.100, 0.300]"
+    assert cells.loc[f"{lira}:TP / members at FP / non-members", "cell"] == "s0:60/300 TP at 3/300 FP"
+    assert cells.loc[f"{lira}:access", "cell"] == "black-box"
+    assert cells.loc[f"{lira}:TPR [95 % CI]", "sources"] == "attacks/unrestricted/lira-online-bb/s0/metrics.json"
+    assert cells.loc["low_fpr:unrestricted: TPR at 0.1 % FPR:blind (BLIND):TPR [95 % CI]", "cell"] == "undef."
+    md = (out / "low_fpr.md").read_text()
+    assert "## unrestricted: TPR at 1 % FPR" in md and "best" not in md.split("- No row")[0]
+    assert r"TPR at 1 \% FPR" in (out / "low_fpr.tex").read_text()

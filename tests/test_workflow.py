@@ -159,8 +159,14 @@ def test_tables_figures_and_report(study, study_workdir):
     dp = defenses.loc["defense:unrestricted@dp8-adaptive"]
     assert dp["kind"] == "dp_sgd" and dp["epsilon_target"] == 8.0 and dp["epsilon_achieved"] > 0
     assert 0 <= dp["heldout_cider"] and isinstance(dp["mb_attack"], str)  # chosen on shadows
-    for view in ("paper_attacks", "paper_grid", "paper_quality", "defenses"):
+    for view in ("paper_attacks", "paper_grid", "paper_quality", "defenses", "low_fpr"):
         assert r"\toprule" in (study / "tables" / f"{view}.tex").read_text()
+    # low FPR: the calibrated attacks beside the paper's in the unrestricted scenario, each cell
+    # with the counts it rests on (24 non-members: 1 % FPR is undefined, and says so)
+    low = pd.read_csv(study / "tables" / "low_fpr.csv")
+    assert {"lira-offline-gb", "mb-svm", "blind"} <= set(low["attack"]) and set(low["scenario"]) == {"unrestricted"}
+    counts = low[low["column"] == "TP / members at FP / non-members"]
+    assert set(counts["cell"]) == {"s0:undef."}
     for name in FIGURE_NAMES:
         for ext in ("png", "pdf"):
             assert (study / "figures" / f"{name}.{ext}").stat().st_size > 1000

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,8 +110,14 @@ def attack_row(doc: dict, source: str) -> dict:
         "shadow_cv_accuracy": _num((doc.get("info") or {}).get("shadow_cv_accuracy")),
     }
     for key, op in sorted(m.get("tpr_at_fpr", {}).items(), key=lambda kv: -float(kv[0])):
-        # An operating point that the scores cannot reach is "undefined", never 0.
-        row[fpr_column(key)] = _num(op.get("tpr")) if op.get("defined") else float("nan")
+        # An operating point that the scores cannot reach is "undefined", never 0; beside the
+        # rate, the counts it rests on and its bootstrap interval (each replicate its own threshold).
+        col, defined = fpr_column(key), bool(op.get("defined"))
+        tpr_ci = (ci.get("tpr_at_fpr") or {}).get(key) or [None, None]
+        row[col] = _num(op.get("tpr")) if defined else float("nan")
+        row[f"{col}_ci_lo"], row[f"{col}_ci_hi"] = _num(tpr_ci[0]), _num(tpr_ci[1])
+        row[f"{col}_tp"] = _num(op.get("tp")) if defined else float("nan")
+        row[f"{col}_fp"] = _num(op.get("fp")) if defined else float("nan")
     row.update(
         threshold=_num(doc.get("decision", {}).get("threshold")),
         n=int(_get(m, "n", source)),
@@ -140,8 +147,13 @@ def attacks_table(metrics_paths: list[str], results_root: str | os.PathLike) -> 
 
 
 # --------------------------------------------------------------------------- summary
-def _tpr_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c.startswith("tpr@")]
+_TPR_COLUMN = re.compile(r"^tpr@[0-9.]+%fpr$")
+
+
+def _tpr_columns(df) -> list[str]:
+    """The TPR-at-FPR rate columns (``tpr@1%fpr``) of a frame or a row's keys, not their
+    ``_ci_lo``/``_tp``/... companions."""
+    return [c for c in getattr(df, "columns", df) if _TPR_COLUMN.match(c)]
 
 
 def mean_ci(values) -> tuple[float, float, float]:
@@ -175,6 +187,17 @@ def _per_seed_ci(g: pd.DataFrame, lo: str, hi: str) -> str:
                     for _, r in g.iterrows())
 
 
+def _per_seed_counts(g: pd.DataFrame, col: str) -> str:
+    """What each seed's TPR at an FPR rests on: ``s0:297/300 TP at 10/1000 FP`` (``undef.`` where
+    the non-members are too few for that FPR)."""
+    def one(r) -> str:
+        if pd.isna(r.get(f"{col}_tp")):
+            return f"s{int(r['seed'])}:undef."
+        return (f"s{int(r['seed'])}:{int(r[f'{col}_tp'])}/{int(r['n_members'])} TP at "
+                f"{int(r[f'{col}_fp'])}/{int(r['n_nonmembers'])} FP")
+    return ";".join(one(r) for _, r in g.iterrows())
+
+
 def summary_table(attacks: pd.DataFrame) -> pd.DataFrame:
     """(b) Per scenario x attack: mean and sd over seeds, a 95 % CI, and each seed's bootstrap CI.
 
@@ -185,13 +208,15 @@ def summary_table(attacks: pd.DataFrame) -> pd.DataFrame:
     ``asr_boot_ci_per_seed`` keep every seed's bootstrap interval beside them.
     """
     metrics = ["attack_success_rate", "auc", "precision", "recall", *_tpr_columns(attacks), "shadow_cv_auc"]
-    boot = {"attack_success_rate": ("asr_ci_lo", "asr_ci_hi"), "auc": ("auc_ci_lo", "auc_ci_hi")}
+    boot = {"attack_success_rate": ("asr_ci_lo", "asr_ci_hi"), "auc": ("auc_ci_lo", "auc_ci_hi"),
+            **{c: (f"{c}_ci_lo", f"{c}_ci_hi") for c in _tpr_columns(attacks)}}
     rows = []
     for (scenario, attack), g in attacks.groupby(["scenario", "attack"], sort=False):
         first = g.iloc[0]
         row = {
             "row_id": f"summary:{scenario}:{attack}", "scenario": scenario, "attack": attack,
-            "family": first["family"], "uses_references": bool(first["uses_references"]),
+            "family": first["family"], "access": first.get("access"),
+            "uses_references": bool(first["uses_references"]),
             "calibrated": bool(first.get("calibrated", False)),
             "scenario_name": first.get("scenario_name", scenario), "protocol": first.get("protocol"),
             "defense": first.get("defense"), "attacker": first.get("attacker"),
@@ -213,6 +238,9 @@ def summary_table(attacks: pd.DataFrame) -> pd.DataFrame:
                 row[f"{m}_sd"] = float("nan")
         row["auc_boot_ci_per_seed"] = _per_seed_ci(g, "auc_ci_lo", "auc_ci_hi")
         row["asr_boot_ci_per_seed"] = _per_seed_ci(g, "asr_ci_lo", "asr_ci_hi")
+        for c in _tpr_columns(attacks):
+            row[f"{c}_boot_ci_per_seed"] = _per_seed_ci(g, f"{c}_ci_lo", f"{c}_ci_hi")
+            row[f"{c}_counts_per_seed"] = _per_seed_counts(g, c)
         row["sources"] = ";".join(g["sources"])
         rows.append(row)
     return pd.DataFrame(rows)
@@ -483,7 +511,7 @@ def build_tables(metrics_paths: list[str], utility_paths: list[str],
     written += D.write_defenses(D.defenses_table(attacks, utility_paths, results_root, defenses,
                                                  D.read_recipes(recipe_paths)), out)
     views = {"paper_attacks": V.attacks_view(summary), "paper_grid": V.grid_view(summary),
-             "paper_quality": V.quality_view(quality)}
+             "paper_quality": V.quality_view(quality), "low_fpr": V.low_fpr_view(summary)}
     for name, cells in views.items():
         written += V.write_view(cells, name, V.VIEW_TITLES[name], V.VIEW_NOTES[name], out, V.VIEW_CORNER[name])
     expected = {str(out / f"{n}.{e}") for n in TABLE_NAMES for e in ("csv", "md")} | {
@@ -504,7 +532,7 @@ def headline_metrics(metrics_paths: list[str]) -> dict:
     if not rows:
         raise M4IError("headline_metrics: no metrics.json paths given")
     summary = summary_table(pd.DataFrame(rows))
-    keep = ["attack_success_rate", "auc", *[c for c in rows[0] if c.startswith("tpr@")]]
+    keep = ["attack_success_rate", "auc", *_tpr_columns(rows[0])]
     attacks: dict = {}
     for _, r in summary.iterrows():
         entry = {m: _none_if_nan(float(r[f"{m}_mean"])) for m in keep if f"{m}_mean" in r}

@@ -153,7 +153,7 @@ def attacks_view(summary: pd.DataFrame, tpr_key: str = "tpr@1%fpr") -> pd.DataFr
     s = summary[summary["defense"].isna()] if "defense" in summary else summary
     panels = [("AUC", "auc", True), ("Attack success rate", "attack_success_rate", True)]
     if f"{tpr_key}_mean" in s:
-        panels.append((f"TPR at {tpr_key[4:-3]} FPR", tpr_key, False))
+        panels.append((f"TPR at {tpr_key[4:-3]} FPR", tpr_key, f"{tpr_key}_ci_lo" in s))
     rows = []
     for panel, m, with_ci in panels:
         for _, r in s.iterrows():
@@ -162,6 +162,49 @@ def attacks_view(summary: pd.DataFrame, tpr_key: str = "tpr@1%fpr") -> pd.DataFr
             rows.append(cell("paper_attacks", panel, _row_label(r), r["scenario"],
                              fmt(r[f"{m}_mean"], sd, lo, hi, bounds=(0.0, 1.0)), r["sources"], metric=m, mean=r[f"{m}_mean"], sd=sd,
                              ci_lo=lo, ci_hi=hi, n_seeds=int(r["n_seeds"]), summary_row_id=r["row_id"]))
+    return pd.DataFrame(rows)
+
+
+def _fpr_label(col: str) -> str:
+    """'tpr@1%fpr' -> '1 %'."""
+    return col[4:-4] + " %"
+
+
+def low_fpr_view(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every attack at low FPR, paper and calibrated side by side, in each undefended honest-split
+    scenario where a calibrated attack ran: TPR [95 % CI] at each FPR with the counts it rests on
+    (members flagged, non-members wrongly flagged), its access level, and AUC.
+
+    Why no "best" row: the attacks' target numbers are what is being compared; a maximum over
+    rows would be picked on target data (the reader sees every row and its interval instead).
+    """
+    from m4i.report.tables import _tpr_columns
+
+    s = summary
+    if "defense" in s:
+        s = s[s["defense"].isna()]
+    if "protocol" in s:
+        s = s[s["protocol"].fillna("disjoint") == "disjoint"]
+    rows = []
+    for scenario, g in s.groupby("scenario", sort=False):
+        if not g["calibrated"].astype(bool).any():
+            continue
+        for c in _tpr_columns([k[:-5] for k in g.columns if k.endswith("_mean")]):
+            panel = f"{scenario}: TPR at {_fpr_label(c)} FPR"
+            for _, r in g.iterrows():
+                label, sd = _row_label(r), r.get(f"{c}_sd", float("nan"))
+                common = dict(scenario=scenario, attack=r["attack"], metric=c, n_seeds=int(r["n_seeds"]),
+                              summary_row_id=r["row_id"])
+                rows.append(cell("low_fpr", panel, label, "access", str(r.get("access") or "?"), r["sources"], **common))
+                rows.append(cell("low_fpr", panel, label, "TPR [95 % CI]",
+                                 fmt(r[f"{c}_mean"], sd, r[f"{c}_ci_lo"], r[f"{c}_ci_hi"], bounds=(0.0, 1.0)),
+                                 r["sources"], mean=r[f"{c}_mean"], sd=sd, ci_lo=r[f"{c}_ci_lo"],
+                                 ci_hi=r[f"{c}_ci_hi"], **common))
+                rows.append(cell("low_fpr", panel, label, "TP / members at FP / non-members",
+                                 str(r.get(f"{c}_counts_per_seed", "")).replace(";", "; "), r["sources"], **common))
+                rows.append(cell("low_fpr", panel, label, "AUC [95 % CI]",
+                                 fmt(r["auc_mean"], r.get("auc_sd"), r["auc_ci_lo"], r["auc_ci_hi"], bounds=(0.0, 1.0)),
+                                 r["sources"], **{**common, "metric": "auc"}))
     return pd.DataFrame(rows)
 
 
@@ -232,6 +275,7 @@ VIEW_TITLES = {
     "paper_attacks": "Membership inference per attack and scenario",
     "paper_grid": "Target (rows) vs shadow (columns): the attack the attacker picks on its shadows",
     "paper_quality": "Caption quality per captioner",
+    "low_fpr": "Low-FPR operating points: paper and calibrated attacks side by side",
 }
 VIEW_NOTES = {
     "paper_attacks": [
@@ -250,4 +294,14 @@ VIEW_NOTES = {
         "held-out gap the attacks exploit, and the best fixed caption's held-out CIDEr (a floor).",
     ],
 }
-VIEW_CORNER = {"paper_attacks": "attack \\ scenario", "paper_grid": "target ↓ / shadow →", "paper_quality": "captioner"}
+VIEW_NOTES["low_fpr"] = [
+    "Every attack that ran on the scenario (undefended, honest split): paper attacks (MB/FB, one global rule "
+    "fitted on shadow captioners) and calibrated ones (LiRA/RMIA, per-example, against reference captioners). "
+    "access: black-box needs generated captions only; gray-box also the token likelihoods of given captions.",
+    "TPR at x % FPR: the highest TPR whose FPR on the target's non-members is at most x %; the counts are what "
+    "it rests on (1 % of 1,000 non-members = 10 false positives). 95 % CI: stratified bootstrap over the "
+    "target's records, each replicate choosing its own threshold; several seeds: mean ± sd [t CI over seeds].",
+    "No row is marked best: a maximum over these rows would be chosen on target data.",
+]
+VIEW_CORNER = {"paper_attacks": "attack \\ scenario", "paper_grid": "target ↓ / shadow →", "paper_quality": "captioner",
+               "low_fpr": "attack"}
