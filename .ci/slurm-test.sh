@@ -64,8 +64,10 @@ fi
 
 # slurm.conf: one node of this machine's size (CPUs from nproc, memory 90 % of MemTotal), one
 # fake GPU (gres on /dev/null), a CPU partition (default) and a GPU partition with the names of
-# profiles/slurm/partitions.yaml. MinJobAge 600 s: squeue must still list a finished job when the
-# plugin polls (and the plugin falls back to sacct below 3x its first poll interval).
+# profiles/slurm/partitions.yaml. MinJobAge 7200 s: squeue must still list a finished job when the
+# plugin polls (the plugin falls back to sacct below 3x its first poll interval), and every job of
+# the run must still be known to the controller when the checks below read its state and partition
+# (with 600 s the first jobs of a 30-minute run were gone: the GPU-partition check failed).
 HOST=$(hostname -s)
 CPUS=$(nproc)
 MEM=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
@@ -91,7 +93,7 @@ AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
-MinJobAge=600
+MinJobAge=7200
 GresTypes=gpu
 NodeName=$HOST CPUs=$CPUS RealMemory=$MEM Gres=gpu:1 State=UNKNOWN
 PartitionName=cpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
