@@ -165,6 +165,16 @@ def attacks_view(summary: pd.DataFrame, tpr_key: str = "tpr@1%fpr") -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def _undefended_honest(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary rows of undefended scenarios on the honest (disjoint) split."""
+    s = summary
+    if "defense" in s:
+        s = s[s["defense"].isna()]
+    if "protocol" in s:
+        s = s[s["protocol"].fillna("disjoint") == "disjoint"]
+    return s
+
+
 def _fpr_label(col: str) -> str:
     """'tpr@1%fpr' -> '1 %'."""
     return col[4:-4] + " %"
@@ -180,13 +190,8 @@ def low_fpr_view(summary: pd.DataFrame) -> pd.DataFrame:
     """
     from m4i.report.tables import _tpr_columns
 
-    s = summary
-    if "defense" in s:
-        s = s[s["defense"].isna()]
-    if "protocol" in s:
-        s = s[s["protocol"].fillna("disjoint") == "disjoint"]
     rows = []
-    for scenario, g in s.groupby("scenario", sort=False):
+    for scenario, g in _undefended_honest(summary).groupby("scenario", sort=False):
         if not g["calibrated"].astype(bool).any():
             continue
         for c in _tpr_columns([k[:-5] for k in g.columns if k.endswith("_mean")]):
@@ -213,13 +218,8 @@ def grid_view(summary: pd.DataFrame) -> pd.DataFrame:
     success rate of the MB and the FB attack the attacker would pick on its shadows."""
     from m4i.report.tables import SELECTABLE_FAMILIES, best_by_shadow
 
-    s = summary
-    if "defense" in s:
-        s = s[s["defense"].isna()]
-    if "protocol" in s:
-        s = s[s["protocol"].fillna("disjoint") == "disjoint"]
     rows, seen = [], {}
-    for scenario, g in s.groupby("scenario", sort=False):
+    for scenario, g in _undefended_honest(summary).groupby("scenario", sort=False):
         first = g.iloc[0]
         target, shadow = first.get("target_side") or "?", first.get("shadow_side") or "?"
         column = f"shadow {shadow}"
@@ -293,15 +293,15 @@ VIEW_NOTES = {
         "Held-out BLEU-4, METEOR, ROUGE-L, CIDEr; CIDEr on the captioner's own members, the member minus "
         "held-out gap the attacks exploit, and the best fixed caption's held-out CIDEr (a floor).",
     ],
+    "low_fpr": [
+        "Every attack that ran on the scenario (undefended, honest split): paper attacks (MB/FB, one global rule "
+        "fitted on shadow captioners) and calibrated ones (LiRA/RMIA, per-example, against reference captioners). "
+        "access: black-box needs generated captions only; gray-box also the token likelihoods of given captions.",
+        "TPR at x % FPR: the highest TPR whose FPR on the target's non-members is at most x %; the counts are what "
+        "it rests on (1 % of 1,000 non-members = 10 false positives). 95 % CI: stratified bootstrap over the "
+        "target's records, each replicate choosing its own threshold; several seeds: mean ± sd [t CI over seeds].",
+        "No row is marked best: a maximum over these rows would be chosen on target data.",
+    ],
 }
-VIEW_NOTES["low_fpr"] = [
-    "Every attack that ran on the scenario (undefended, honest split): paper attacks (MB/FB, one global rule "
-    "fitted on shadow captioners) and calibrated ones (LiRA/RMIA, per-example, against reference captioners). "
-    "access: black-box needs generated captions only; gray-box also the token likelihoods of given captions.",
-    "TPR at x % FPR: the highest TPR whose FPR on the target's non-members is at most x %; the counts are what "
-    "it rests on (1 % of 1,000 non-members = 10 false positives). 95 % CI: stratified bootstrap over the "
-    "target's records, each replicate choosing its own threshold; several seeds: mean ± sd [t CI over seeds].",
-    "No row is marked best: a maximum over these rows would be chosen on target data.",
-]
 VIEW_CORNER = {"paper_attacks": "attack \\ scenario", "paper_grid": "target ↓ / shadow →", "paper_quality": "captioner",
                "low_fpr": "attack"}
