@@ -100,7 +100,18 @@ def check_references(config: dict) -> None:
                 raise M4IError(f"config key splits.confounded_control.{key}: unknown dataset {control[key]!r}")
 
 
+def _seeds_from_command_line(config: dict) -> None:
+    """``snakemake --config seeds=[0,1,2]`` gives ``['0', '1', '2']``: Snakemake reads a list on
+    its command line with YAML's BaseLoader, which makes every item a string. Seeds are the one
+    list of numbers a person overrides there (README: several seeds), so decimal strings become
+    ints, in place; anything else is left for the schema to reject by key."""
+    seeds = config.get("seeds")
+    if isinstance(seeds, list) and any(isinstance(s, str) for s in seeds):
+        config["seeds"] = [int(s) if isinstance(s, str) and s.strip().isdecimal() else s for s in seeds]
+
+
 def check_config(config: dict) -> dict:
+    _seeds_from_command_line(config)
     validate_schema(config)
     check_references(config)
     return config

@@ -16,8 +16,15 @@ def main(smk):
     pool = pd.concat([first_query(read_table(p)) for p in smk.input.pool], ignore_index=True)
     member_caps = pool[pool["record_id"].isin(set(members))].reset_index(drop=True)
     train_records = select(manifest, members, what=f"{smk.input.members} members")
-    idf = attacker_corpus(manifest, read_json(smk.input.splits))  # the mfe split: the same for both tables
-    quality = caption_quality(first_query(read_table(smk.input.heldout)), member_caps, manifest, train_records,
+    heldout = first_query(read_table(smk.input.heldout))
+    # The fixed corpus (the mfe split: the same for both tables), tokenized in one run with
+    # every caption and reference caption_quality may score (one JVM start per job).
+    scored = set(heldout["record_id"].astype(str)) | set(member_caps["record_id"].astype(str))
+    texts = [*heldout["caption"].fillna("").astype(str), *member_caps["caption"].fillna("").astype(str),
+             *(c for caps in train_records["captions"] for c in caps),
+             *(c for r, caps in zip(manifest["record_id"].astype(str), manifest["captions"]) if r in scored for c in caps)]
+    idf = attacker_corpus(manifest, read_json(smk.input.splits), also=texts)
+    quality = caption_quality(heldout, member_caps, manifest, train_records,
                               seed=smk.params.seed, idf=idf)
     write_json(quality, smk.output[0])
 

@@ -205,3 +205,24 @@ def test_tokenizer_runs_once_per_new_text_and_cache_changes_nothing(monkeypatch)
     corpus_scores({"d:0": "A Blue circle!"}, {"d:0": REFS["d:0"]})
     assert len(runs) == 1
     assert cm._ptb_tokenize(["A  Blue\ncircle!"]) == ["a blue circle"]  # whitespace-normalised key
+
+
+def test_attacker_corpus_tokenizes_the_jobs_texts_in_the_same_run(monkeypatch):
+    # A metric_signals job: the corpus and everything it scores next in one tokenizer run, and
+    # the corpus statistics the same as without the extra texts.
+    manifest = pd.DataFrame({"record_id": list(PUBLIC) + list(REFS),
+                             "captions": list(PUBLIC.values()) + list(REFS.values())})
+    splits = {"splits": {"mfe": list(PUBLIC), "target_in": list(REFS)}}
+    cm.clear_token_cache()
+    alone = attacker_corpus(manifest, splits)
+    cm.clear_token_cache()
+    runs = []
+    real = cm._ptb_run
+    monkeypatch.setattr(cm, "_ptb_run", lambda lines: runs.append(list(lines)) or real(lines))
+    also = [*CANDS.values(), *(c for cs in REFS.values() for c in cs)]
+    idf = attacker_corpus(manifest, splits, also=also)
+    assert idf == alone and len(runs) == 1
+    assert set(also) <= set(runs[0])
+    captions = pd.DataFrame({"record_id": list(CANDS), "caption": list(CANDS.values())})
+    metric_signals(captions, manifest, idf)
+    assert len(runs) == 1  # scoring starts no second tokenizer JVM

@@ -24,6 +24,15 @@ def test_dry_run_lists_the_data_rules(tmp_path, name):
     assert ("rule synthetic_manifest:" in out) or ("rule real_manifest:" in out)
 
 
+def test_seeds_from_the_command_line(tmp_path):
+    # Snakemake reads `--config seeds=[0,2]` as strings; the README's three-seed override must
+    # still plan every seed, and a non-number must still fail by key.
+    out = snakemake(tmp_path, "-n", "--config", "seeds=[0,2]").stdout
+    assert "disjoint-s2.json" in out and "disjoint-s0.json" in out and "disjoint-s1.json" not in out
+    proc = snakemake(tmp_path, "-n", "--config", "seeds=[0,x]", check=False)
+    assert proc.returncode != 0 and "seeds.1" in proc.stderr + proc.stdout
+
+
 def test_invalid_config_fails_naming_the_key(tmp_path):
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     del cfg["splits"]["sizes"]["heldout"]

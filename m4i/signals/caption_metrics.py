@@ -230,30 +230,32 @@ def cider_corpus_tokenized(reference_sets: Iterable[list[str]]) -> CiderCorpus:
     return CiderCorpus(dict(scorer.document_frequency), len(scorer.crefs))
 
 
-def cider_corpus(references: dict[str, list[str]]) -> CiderCorpus:
+def cider_corpus(references: dict[str, list[str]], also: Iterable[str] = ()) -> CiderCorpus:
     """CIDEr corpus statistics of raw reference captions, one document per record (tokenized
-    like every scored caption: one PTB tokenizer call)."""
+    like every scored caption: one PTB tokenizer call, which also tokenizes ``also``, the texts
+    the job scores next, so that a job starts the tokenizer's JVM once)."""
     refs = {str(r): _as_refs(v, str(r)) for r, v in references.items()}
     if not refs:
         raise M4IError("cider_corpus: the corpus holds no records")
     flat = [c for r in refs for c in refs[r]]
-    tok, i, sets = _ptb_tokenize(flat), 0, []
+    tok, i, sets = _ptb_tokenize(flat + [str(t) for t in also])[: len(flat)], 0, []
     for r in refs:
         sets.append(tok[i : i + len(refs[r])])
         i += len(refs[r])
     return cider_corpus_tokenized(sets)
 
 
-def attacker_corpus(manifest: pd.DataFrame, splits: dict, split: str = "mfe") -> CiderCorpus:
+def attacker_corpus(manifest: pd.DataFrame, splits: dict, split: str = "mfe", also: Iterable[str] = ()) -> CiderCorpus:
     """The fixed CIDEr corpus of a study: the references of the split file's ``split`` (the
-    attacker's own public records, in no captioner's membership and never a candidate)."""
+    attacker's own public records, in no captioner's membership and never a candidate).
+    ``also``: the job's own texts, tokenized in the same run (see ``cider_corpus``)."""
     from m4i.data.manifest import select
 
     ids = (splits.get("splits") or {}).get(split)
     if not ids:
         raise M4IError(f"CIDEr corpus: the split file has no (or an empty) {split!r} split")
     rows = select(manifest, list(ids), what=f"CIDEr corpus split {split}")
-    return cider_corpus(dict(zip(rows["record_id"].astype(str), rows["captions"])))
+    return cider_corpus(dict(zip(rows["record_id"].astype(str), rows["captions"])), also)
 
 
 # --- validation -----------------------------------------------------------------------------
