@@ -68,6 +68,12 @@ def _timed(fn) -> tuple[float, object]:
     return _cpu() - c0, out
 
 
+def _best_of(repeats: int, fn) -> tuple[float, object]:
+    """The least CPU time of ``repeats`` calls of a deterministic ``fn`` (and its result)."""
+    runs = [_timed(fn) for _ in range(repeats)]
+    return min(t for t, _ in runs), runs[0][1]
+
+
 def _say(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
@@ -108,10 +114,12 @@ def bench_generation(default: dict, manifest, root, tmp: Path, n: int = 300) -> 
     decode = dict(arch["decode"])
     for bs in (decode.get("batch_size", 64), 1):  # warm-up: one-off kernel set-up is no decoding cost
         generate_captions(ckpt, records.head(4), root, feats, {**decode, "batch_size": bs})
-    batched_s, a = _timed(lambda: generate_captions(ckpt, records, root, feats, decode))
-    single_s, b = _timed(lambda: generate_captions(ckpt, records, root, feats, {**decode, "batch_size": 1}))
+    # The batched call takes ~0.1 CPU-s: the best of 5 (timeit's rule: slower repeats measure the
+    # machine's other load, not the code); the one-at-a-time loop (~2 s) the best of 2.
+    batched_s, a = _best_of(5, lambda: generate_captions(ckpt, records, root, feats, decode))
+    single_s, b = _best_of(2, lambda: generate_captions(ckpt, records, root, feats, {**decode, "batch_size": 1}))
     same = float((a["caption"] == b["caption"]).mean())
-    big_s, _ = _timed(lambda: generate_captions(ckpt, records, root, feats, {**decode, "batch_size": 256}))
+    big_s, _ = _best_of(5, lambda: generate_captions(ckpt, records, root, feats, {**decode, "batch_size": 256}))
     return {"batched_s": batched_s, "one_at_a_time_s": single_s, "ratio": single_s / batched_s, "images": n,
             "batch_size": decode.get("batch_size", 64), "same_captions": same,
             "batch256_s": big_s, "batch256_ratio": single_s / big_s}

@@ -42,19 +42,20 @@ def generate_captions(checkpoint: dict, records: pd.DataFrame, root, features: d
         return pd.DataFrame({c: pd.Series(dtype="int64" if c == "query" else object) for c in columns})
     source = input_source(model, checkpoint["arch"], records, root, features)
     rows = []
-    bs = decode["batch_size"]
+    record_ids = records["record_id"].astype(str).tolist()  # read once: a pandas lookup per row costs
+    bs = decode["batch_size"]                               # more than a batched decoding step
     pairs = [(i, q) for i in range(len(records)) for q in range(decode["queries"])]
     progress = Progress(f"generate {decode['method']}", math.ceil(len(pairs) / bs), unit="chunk", logger=log,
                         min_interval_s=2.0)
     for i in range(0, len(pairs), bs):
         chunk = pairs[i : i + bs]
         idx = [j for j, _ in chunk]
-        seeds = [sample_seed(int(seed), records.at[j, "record_id"], q) for j, q in chunk] if sampled else None
+        seeds = [sample_seed(int(seed), record_ids[j], q) for j, q in chunk] if sampled else None
         with torch.no_grad():
             results = decode_batch(model, source.take(idx).to(device), vocab, decode, seeds=seeds)
         for (j, q), (ids, lps) in zip(chunk, results):
             rows.append({
-                "record_id": str(records.at[j, "record_id"]),
+                "record_id": record_ids[j],
                 **({"query": q} if sampled else {}),
                 "caption": vocab.decode(ids),
                 "tokens": [vocab.tokens[t] for t in ids],
