@@ -142,12 +142,21 @@ def test_checkpoint_contract_and_round_trip(lstm_ckpt, data, feats, tmp_path):
         load_captioner(dict(ckpt, vocab=vocab[:-1]))
 
 
+def _same_up_to_rounding(greedy, beam1):
+    """Beam search of width 1 picks greedy's tokens; its log-probs may differ in the last bits
+    (greedy drops finished rows from its batch, beam search keeps them)."""
+    assert list(greedy.columns) == list(beam1.columns)
+    assert greedy.drop(columns="token_logprobs").equals(beam1.drop(columns="token_logprobs"))
+    for a, b in zip(greedy["token_logprobs"], beam1["token_logprobs"]):
+        assert len(a) == len(b) and np.allclose(a, b, rtol=0, atol=1e-5)
+
+
 def test_greedy_equals_beam_width_one_and_is_deterministic(lstm_ckpt, data, feats):
     ckpt, _ = lstm_ckpt
     root, df, _ = data
     greedy = generate_captions(ckpt, df, root, feats, {"method": "greedy", "max_len": 12, "batch_size": 3})
     beam1 = generate_captions(ckpt, df, root, feats, {"method": "beam", "beam_size": 1, "max_len": 12, "batch_size": 3})
-    assert greedy.equals(beam1)
+    _same_up_to_rounding(greedy, beam1)
     assert greedy.equals(generate_captions(ckpt, df, root, feats, {"method": "greedy", "max_len": 12, "batch_size": 3}))
     for toks, lps in zip(greedy["tokens"], greedy["token_logprobs"]):
         assert len(toks) == len(lps) and all(x <= 0 for x in lps)
@@ -296,7 +305,8 @@ def test_vit_gpt2_trains_decodes_and_reloads(data, tmp_path):
     ckpt = load_torch(tmp_path / "v.pt")
     greedy = generate_captions(ckpt, df, root, None, {"method": "greedy", "max_len": 8})
     beam1 = generate_captions(ckpt, df, root, None, {"method": "beam", "beam_size": 1, "max_len": 8})
-    assert greedy.equals(beam1) and len(greedy) == len(df)
+    _same_up_to_rounding(greedy, beam1)
+    assert len(greedy) == len(df)
     assert generate_captions(ckpt, df, root, None, {"method": "beam", "beam_size": 2, "max_len": 8}).shape[0] == len(df)
     with pytest.raises(M4IError, match="max_len"):
         generate_captions(ckpt, df, root, None, {"max_len": 40})

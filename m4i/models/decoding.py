@@ -6,7 +6,8 @@ state)`` and ``select(state, index[B']) -> state`` (gather rows). Every hypothes
 ``max_len`` ids) and the log-probability of each under the model.
 
 Greedy and beam search both choose with ``topk`` so that ties break the same way: beam search
-with width 1 returns exactly the greedy result.
+with width 1 returns the greedy tokens (log-probabilities equal to float rounding: greedy drops
+finished rows from its batch, beam search keeps stepping them).
 
 Sampled decoding (``method: sample``) draws each token from the model's distribution sharpened
 or flattened by ``temperature`` and limited to the ``top_k`` most likely tokens (0 = all). Each
@@ -78,31 +79,37 @@ def sample_seed(seed: int, record_id: str, query: int) -> int:
 def greedy(model, inputs, start_id: int, end_id: int, max_len: int) -> list[tuple[list[int], list[float]]]:
     """Per row: the most likely token each step until ``<end>`` (kept) or ``max_len`` tokens.
 
-    Vectorised: each step's tokens stay in tensors; every row is cut after its first ``<end>``
-    once at the end (rows that ended keep being stepped, as before, but nothing of theirs is kept).
+    Vectorised, and a row leaves the batch at its ``<end>`` (the model's state is cut to the rows
+    still running with ``select``): a batch costs the steps of its captions, not ``max_len`` (or its
+    longest caption) times its size. Each row's tokens are the same as decoded alone; its
+    log-probabilities equal to float rounding (a matrix product over fewer rows may round
+    differently).
     """
-    n, dev = len(inputs), inputs.device
+    n = len(inputs)
     state = model.start(inputs)
-    prev = torch.full((n,), start_id, dtype=torch.long, device=dev)
-    toks, lps = [], []
-    done = torch.zeros(n, dtype=torch.bool, device=dev)
-    for _ in range(max_len):
+    prev = torch.full((n,), start_id, dtype=torch.long, device=inputs.device)
+    tok = torch.zeros((n, max_len), dtype=torch.long)
+    lp = torch.zeros((n, max_len))
+    length = torch.full((n,), max_len, dtype=torch.long)
+    rows = torch.arange(n)  # the original row of each row still in the batch
+    for t in range(max_len):
+        if not len(rows):
+            break
         logprobs, state = model.step(prev, state)
         top_lp, top_id = logprobs.topk(1, dim=1)
-        prev = top_id[:, 0].to(dev)
-        toks.append(top_id[:, 0])
-        lps.append(top_lp[:, 0])
-        done |= prev == end_id
-        if bool(done.all()):
-            break
-    if not toks:
-        return [([], []) for _ in range(n)]
-    tok = torch.stack(toks, 1).cpu()
-    lp = torch.stack(lps, 1).cpu()
-    ended = tok == end_id
-    # length of each row: up to and including its first <end>, else every step
-    first = torch.where(ended.any(1), ended.float().argmax(1) + 1, torch.full((n,), tok.shape[1]))
-    tok_l, lp_l, lengths = tok.tolist(), lp.tolist(), first.tolist()
+        step_tok = top_id[:, 0].cpu()
+        tok[rows, t] = step_tok
+        lp[rows, t] = top_lp[:, 0].float().cpu()
+        ended = step_tok == end_id
+        if bool(ended.any()):
+            length[rows[ended]] = t + 1
+            keep = torch.nonzero(~ended).flatten()
+            rows = rows[keep]
+            if len(rows):
+                state = model.select(state, keep)
+            step_tok = step_tok[keep]
+        prev = step_tok.to(inputs.device)
+    tok_l, lp_l, lengths = tok.tolist(), lp.tolist(), length.tolist()
     return [(tok_l[i][: lengths[i]], lp_l[i][: lengths[i]]) for i in range(n)]
 
 
