@@ -228,7 +228,9 @@ def privacy_utility_figure(table: pd.DataFrame, utility_metric: str = "cider"):
                             mfc=color if (adaptive or undefended) else "white", capsize=2, lw=0.8)
                 if _eps_label(r) and r["defense"] not in labelled:
                     labelled.add(r["defense"])
-                    ax.annotate(_eps_label(r), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=6)
+                    # alternately above and below the point: DP points at ε = 1 and 8 sit close together
+                    dy = 4 if len(labelled) % 2 else -10
+                    ax.annotate(_eps_label(r), (x, y), textcoords="offset points", xytext=(5, dy), fontsize=6)
         if not drawn:  # e.g. TPR at 1 % FPR with fewer than 100 non-members: undefined, not 0
             ax.text(0.5, 0.5, f"{ylabel}: undefined for every point\n(too few non-members)", ha="center",
                     va="center", transform=ax.transAxes)
