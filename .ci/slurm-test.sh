@@ -44,7 +44,15 @@ fi
 
 STARTED=()  # pid files of the daemons this script started
 cleanup() {
-    local f
+    local f i
+    # Jobs still queued or running (a run killed at its limit) are cancelled while the daemons still
+    # run: stopping slurmd leaves a running job's slurmstepd and its Snakemake working on (seen: one
+    # kept a core busy for 40 minutes after a timed-out test). Only this script's own cluster: it
+    # refuses a slurm.conf it did not write.
+    if [ ${#STARTED[@]} -gt 0 ] && [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
+        scancel --quiet $(squeue -h -o %i) 2>/dev/null || true
+        for i in $(seq 30); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 1; done
+    fi
     for f in "${STARTED[@]}"; do
         [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
     done
