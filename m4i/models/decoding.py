@@ -86,6 +86,8 @@ def greedy(model, inputs, start_id: int, end_id: int, max_len: int) -> list[tupl
     differently).
     """
     n = len(inputs)
+    if not n:
+        return []
     state = model.start(inputs)
     prev = torch.full((n,), start_id, dtype=torch.long, device=inputs.device)
     tok = torch.zeros((n, max_len), dtype=torch.long)
@@ -93,20 +95,19 @@ def greedy(model, inputs, start_id: int, end_id: int, max_len: int) -> list[tupl
     length = torch.full((n,), max_len, dtype=torch.long)
     rows = torch.arange(n)  # the original row of each row still in the batch
     for t in range(max_len):
-        if not len(rows):
-            break
         logprobs, state = model.step(prev, state)
         top_lp, top_id = logprobs.topk(1, dim=1)
         step_tok = top_id[:, 0].cpu()
         tok[rows, t] = step_tok
-        lp[rows, t] = top_lp[:, 0].float().cpu()
+        lp[rows, t] = top_lp[:, 0].cpu()
         ended = step_tok == end_id
         if bool(ended.any()):
             length[rows[ended]] = t + 1
             keep = torch.nonzero(~ended).flatten()
             rows = rows[keep]
-            if len(rows):
-                state = model.select(state, keep)
+            if not len(rows):
+                break
+            state = model.select(state, keep)
             step_tok = step_tok[keep]
         prev = step_tok.to(inputs.device)
     tok_l, lp_l, lengths = tok.tolist(), lp.tolist(), length.tolist()
