@@ -321,8 +321,10 @@ class Layout:
         return self._p("utility", f"{model}.json")
 
     # signals and attacks
-    def metric_signals(self, model, split) -> str:
-        return self._p("signals", "metrics", model, f"{split}.parquet")
+    def metric_signals(self, model) -> str:
+        """All of a model's scored splits in one table (a ``split`` column): one METEOR JVM start
+        (~15-20 CPU-s of loading its paraphrase table) per captioner, not per split."""
+        return self._p("signals", "metrics", f"{model}.parquet")
 
     def loglik_signals(self, model, split) -> str:
         return self._p("signals", "loglik", model, f"{split}.parquet")

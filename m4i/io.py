@@ -67,6 +67,21 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def read_split(path: str | os.PathLike, split: str) -> pd.DataFrame:
+    """One split's rows of a per-record table: a table of several splits (a ``split`` column, e.g.
+    a captioner's metric signals) restricted to ``split``, without that column; a table of one
+    split (no such column) as it is. A multi-split table without ``split``'s rows is an error:
+    the job that wrote it was not asked for that split."""
+    table = read_table(path)
+    if "split" not in table.columns:
+        return table
+    rows = (table["split"] == split).to_numpy()
+    if not rows.any():
+        have = sorted(table["split"].astype(str).unique().tolist())
+        raise M4IError(f"{path}: no rows of split {split!r} (it has {have})")
+    return table[rows].drop(columns="split").reset_index(drop=True)
+
+
 def read_table_meta(path: str | os.PathLike) -> dict:
     import pyarrow.parquet as pq
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from m4i.identity import AttackId, Layout, MfeId, ModelId, ScenarioId, attack_identity
 from m4i.io import M4IError
-from m4i.names import ATTACKERS, DEFAULT_PROTOCOL
+from m4i.names import ATTACKERS, DEFAULT_PROTOCOL, SPLIT_NAMES
 
 # The records a calibrated attack reads of every model: the candidates and the population
 # (held-out records no captioner trains on; RMIA's z).
@@ -58,6 +58,7 @@ class Plan:
         self.control = config["splits"].get("confounded_control")
         self.attack_ids = {name: attack_identity(name, cfg) for name, cfg in config["attacks"].items()}
         self._scenarios: dict[int, tuple[ScenarioPlan, ...]] = {}  # per seed: the config is fixed
+        self._metric_reads: dict[ModelId, set[str]] | None = None  # model -> splits (metric_splits)
         self._check_defenses()
 
     def _check_defenses(self) -> None:
@@ -306,45 +307,74 @@ class Plan:
         return self.layout.splits(model.dataset, model.protocol, model.seed)
 
     def signal_table(self, attack: str, plan: ScenarioPlan, model: ModelId, split: str) -> str:
-        """The per-record signal table ``attack`` reads for ``model``'s records of ``split``."""
+        """The signal table ``attack`` reads ``model``'s records of ``split`` from (a metric-signal
+        table holds all of a model's splits: select the split with ``m4i.io.read_split``)."""
         a = self.attack(attack)
         L = self.layout
         if a.signal == "metrics":
-            return L.metric_signals(model, split)
+            return L.metric_signals(model)
         if a.signal == "mfe":
             return L.mfe_signals(self.mfe_id(plan, attack), model, split)
         if a.signal == "loglik":
             return L.loglik_signals(model, split)
         return L.blind_signals(model.dataset, model.protocol, model.seed, split)
 
-    def attack_inputs(self, key: str, attack: str, seed: int) -> dict[str, str]:
-        """What an attack reads.
+    def attack_reads(self, key: str, attack: str, seed: int) -> dict[str, tuple[ModelId, str]]:
+        """The per-record signals an attack reads, by input name: (model, split).
 
-        Paper attacks: signal tables of every shadow on its pool (members and non-members) and of
-        the target's candidates, plus the shadows' split file (their membership).
-        Calibrated attacks: signal tables of the target and of every reference model (online: the
-        reference captioners; offline: the shadows) on the candidates (``target_in``,
-        ``target_out``) and on the population records no captioner trained on (``heldout``), plus
-        the split file of the candidates (each reference model's membership is derived from it).
+        Paper attacks: every shadow on its pool (members and non-members) and the target's
+        candidates. Calibrated attacks: the target and every reference model (online: the reference
+        captioners; offline: the shadows) on the candidates (``target_in``, ``target_out``) and on
+        the population records no captioner trained on (``heldout``).
         """
         plan = self.scenario(key, seed)
         a = self.attack(attack)
-        out = {}
         if a.calibrated:
             refs = plan.refs if a.online else plan.shadows
-            for name, model in [("target", plan.target), *((f"ref{i}", m) for i, m in enumerate(refs))]:
-                for split in CALIBRATION_SPLITS:
-                    out[f"{name}_{split}"] = self.signal_table(attack, plan, model, split)
+            return {f"{name}_{split}": (model, split)
+                    for name, model in [("target", plan.target), *((f"ref{i}", m) for i, m in enumerate(refs))]
+                    for split in CALIBRATION_SPLITS}
+        out = {f"shadow{i}_{split}": (shadow, split)
+               for i, shadow in enumerate(plan.shadows) for split in ("shadow_in", "shadow_out")}
+        out.update({split: (plan.target, split) for split in ("target_in", "target_out")})
+        return out
+
+    def attack_inputs(self, key: str, attack: str, seed: int) -> dict[str, str]:
+        """What an attack reads: the signal tables of ``attack_reads`` and the split file its
+        labels come from (paper attacks: the shadows' membership; calibrated attacks: the
+        candidates', from which each reference model's membership is derived)."""
+        plan = self.scenario(key, seed)
+        a = self.attack(attack)
+        out = {name: self.signal_table(attack, plan, model, split)
+               for name, (model, split) in self.attack_reads(key, attack, seed).items()}
+        if a.calibrated:
+            refs = plan.refs if a.online else plan.shadows
             out["candidate_splits"] = self.splits_of(plan.target)
             out["reference_splits"] = [self.splits_of(m) for m in refs[:1]]
-            return out
-        for i, shadow in enumerate(plan.shadows):
-            for split in ("shadow_in", "shadow_out"):
-                out[f"shadow{i}_{split}"] = self.signal_table(attack, plan, shadow, split)
-        for split in ("target_in", "target_out"):
-            out[split] = self.signal_table(attack, plan, plan.target, split)
-        out["shadow_splits"] = self.splits_of(plan.shadows[0])
+        else:
+            out["shadow_splits"] = self.splits_of(plan.shadows[0])
         return out
+
+    def input_splits(self, key: str, attack: str, seed: int) -> dict[str, str]:
+        """The split each signal input of an attack stands for (input name -> split)."""
+        return {name: split for name, (_, split) in self.attack_reads(key, attack, seed).items()}
+
+    def metric_splits(self, model: ModelId) -> list[str]:
+        """The splits of ``model`` some attack reads caption-metric signals of (what its one
+        ``metric_signals`` job scores), in SPLIT_NAMES order."""
+        if self._metric_reads is None:
+            reads: dict[ModelId, set[str]] = {}
+            for plan, attack in self.attack_runs():
+                if self.attack(attack).signal == "metrics":
+                    for m, split in self.attack_reads(str(plan.id), attack, plan.seed).values():
+                        reads.setdefault(m, set()).add(split)
+            self._metric_reads = reads
+        need = self._metric_reads.get(model, set())
+        return [s for s in SPLIT_NAMES if s in need]
+
+    def metric_models(self) -> list[ModelId]:
+        """Captioners some attack reads caption-metric signals of."""
+        return [m for m in self.models() if self.metric_splits(m)]
 
     def attack_metrics(self) -> list[str]:
         return [self.layout.attack_metrics(p.id, a, p.seed) for p, a in self.attack_runs()]

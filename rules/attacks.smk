@@ -2,19 +2,21 @@
 
 
 rule metric_signals:
-    """Caption-similarity metrics of each generated caption against its references (corpus-level)."""
+    """Caption-similarity metrics of each generated caption against its references (corpus-level),
+    for every split of one captioner an attack reads, in one job (one METEOR JVM)."""
     input:
-        captions=lambda wc: L.captions(wc.model, wc.split),
+        captions=lambda wc: [L.captions(wc.model, s) for s in PLAN.metric_splits(model_of(wc))],
         manifest=lambda wc: PLAN.manifests_of(model_of(wc)),
         splits=lambda wc: PLAN.splits_of(model_of(wc)),  # its mfe split: CIDEr's fixed corpus
     output:
-        L.metric_signals("{model}", "{split}"),
+        L.metric_signals("{model}"),
     params:
+        splits=lambda wc: PLAN.metric_splits(model_of(wc)),
         code=code("metric_signals.py"),
     log:
-        L.log("signals", "metrics", "{model}", "{split}.log"),
+        L.log("signals", "metrics", "{model}.log"),
     benchmark:
-        L.benchmark("signals", "metrics", "{model}", "{split}.tsv")
+        L.benchmark("signals", "metrics", "{model}.tsv")
     threads: 1
     resources:
         mem_mb=4000,
@@ -101,6 +103,7 @@ rule attack:
         seed=lambda wc: int(wc.seed),
         scenario=lambda wc: _scenario(wc).id.fields(),
         attack_id=lambda wc: PLAN.attack(wc.attack).fields(),
+        input_splits=lambda wc: PLAN.input_splits(wc.scenario, wc.attack, int(wc.seed)),
         target_model=lambda wc: str(_scenario(wc).target),
         shadow_models=lambda wc: [str(m) for m in _scenario(wc).shadows],
         reference_models=lambda wc: [str(m) for m in _scenario(wc).refs],

@@ -13,7 +13,9 @@ def _distribution_inputs(wc=None):
     if plan is None:
         return {}
     target = plan.target
-    out = {"mb_in": L.metric_signals(target, "target_in"), "mb_out": L.metric_signals(target, "target_out")}
+    out = {}
+    if {"target_in", "target_out"} <= set(PLAN.metric_splits(target)):
+        out["mb"] = L.metric_signals(target)  # both splits in one table
     thresholds = [a for a in PLAN.attacks_with("metrics") if PLAN.attack(a).method == "threshold"]
     if thresholds:
         out["mb_choice"] = L.attack_metrics(plan.id, thresholds[0], seed)

@@ -9,10 +9,11 @@ from m4i.workflow import run
 def main(smk):
     inp = smk.input
     distributions = []
-    if "mb_in" in inp.keys():
+    if "mb" in inp.keys():
         # The strongest single metric is the one the shadow-calibrated threshold attack picked.
         column = read_json(inp.mb_choice)["info"]["feature"] if "mb_choice" in inp.keys() else "cider_multi"
-        distributions.append({"label": f"MB: {column}", "members": inp.mb_in, "nonmembers": inp.mb_out, "column": column})
+        distributions.append({"label": f"MB: {column}", "members": inp.mb, "members_split": "target_in",
+                              "nonmembers": inp.mb, "nonmembers_split": "target_out", "column": column})
     if "fb_in" in inp.keys():
         distributions.append({"label": "FB: cos(f_img, f_txt)", "members": inp.fb_in, "nonmembers": inp.fb_out, "column": "cos"})
     build_figures(list(inp.metrics), list(inp.utility), distributions, str(Path(smk.output.png[0]).parent),

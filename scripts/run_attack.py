@@ -5,7 +5,7 @@ from m4i.attacks.queries import attacker_view
 from m4i.data.membership import model_members, pool_splits
 from m4i.evaluation import evaluate
 from m4i.identity import ModelId
-from m4i.io import read_json, read_table, write_json, write_table
+from m4i.io import read_json, read_split, write_json, write_table
 from m4i.workflow import run
 
 
@@ -15,9 +15,9 @@ def _paper(smk, attack, view):
     for i, key in enumerate(smk.params.shadow_models):
         model = ModelId.parse(key)
         shadows.append({"model": key, "members": model_members(model, splits)["members"],
-                        "tables": [view(smk.input[f"shadow{i}_{split}"]) for split in pool_splits(model)]})
+                        "tables": [view(f"shadow{i}_{split}") for split in pool_splits(model)]})
     shadow_in, shadow_out = shadow_tables(shadows)
-    return run_attack(attack, shadow_in, shadow_out, view(smk.input.target_in), view(smk.input.target_out),
+    return run_attack(attack, shadow_in, shadow_out, view("target_in"), view("target_out"),
                       seed=smk.params.seed)
 
 
@@ -26,8 +26,8 @@ def _calibrated(smk, attack, view, references):
     ref_splits = read_json(smk.input.reference_splits[0])
 
     def tables(name):
-        return {"candidates": _concat([view(smk.input[f"{name}_{s}"]) for s in ("target_in", "target_out")]),
-                "population": view(smk.input[f"{name}_heldout"])}
+        return {"candidates": _concat([view(f"{name}_{s}") for s in ("target_in", "target_out")]),
+                "population": view(f"{name}_heldout")}
 
     members = [model_members(ModelId.parse(key), ref_splits, n_refs=smk.params.n_refs)["members"]
                for key in references]
@@ -46,8 +46,8 @@ def main(smk):
     identity = smk.params.attack_id
     ev = smk.config["evaluation"]
 
-    def view(path):  # what an attacker asking `queries` times per record sees
-        return attacker_view(read_table(path), identity["queries"])
+    def view(name):  # input `name`'s split, as an attacker asking `queries` times per record sees it
+        return attacker_view(read_split(smk.input[name], smk.params.input_splits[name]), identity["queries"])
 
     if identity["calibrated"]:
         online = attack["method"].endswith("_online")

@@ -132,8 +132,12 @@ def test_plan_of_the_default_study():
     assert "blind" in control.attacks and "mb-logreg" in control.attacks
     assert control.target.protocol == "paper_protocol_confounded"
     inputs = plan.attack_inputs("data-restricted", "mb-svm", 0)
-    assert inputs["shadow0_shadow_in"].endswith("signals/metrics/doodles-lstm-shadow0-s0/shadow_in.parquet")
-    assert inputs["target_out"].endswith("signals/metrics/shapes-lstm-target-s0/target_out.parquet")
+    # a captioner's metric signals: one table of all its scored splits; the attack selects by name
+    assert inputs["shadow0_shadow_in"].endswith("signals/metrics/doodles-lstm-shadow0-s0.parquet")
+    assert inputs["target_out"].endswith("signals/metrics/shapes-lstm-target-s0.parquet")
+    assert plan.input_splits("data-restricted", "mb-svm", 0) == {
+        "shadow0_shadow_in": "shadow_in", "shadow0_shadow_out": "shadow_out", "target_in": "target_in",
+        "target_out": "target_out"}
     assert inputs["shadow_splits"].endswith("splits/doodles/disjoint-s0.json")
     assert str(plan.mfe_id(plan.scenario("fully-restricted", 0), "fb-clip-mlp")) == "clip-doodles-s0"
     # calibrated attacks: online reads the K reference captioners, offline the shadows
@@ -141,7 +145,15 @@ def test_plan_of_the_default_study():
     assert {f"ref{i}_target_in" for i in range(4)} <= set(online) and "ref4_target_in" not in online
     assert online["ref3_heldout"].endswith("signals/loglik/shapes-lstm-ref3-s0/heldout.parquet")
     offline = plan.attack_inputs("unrestricted", "rmia-offline-bb", 0)
-    assert offline["ref1_target_out"].endswith("signals/metrics/shapes-lstm-shadow1-s0/target_out.parquet")
+    assert offline["ref1_target_out"].endswith("signals/metrics/shapes-lstm-shadow1-s0.parquet")
+    assert plan.input_splits("unrestricted", "rmia-offline-bb", 0)["ref1_heldout"] == "heldout"
+    # what each captioner's one metric_signals job scores: every split some metric attack reads
+    # (a shadow that is also an offline reference: its pool, the candidates and the population)
+    assert plan.metric_splits(ModelId.parse("shapes-lstm-shadow1-s0")) == [
+        "target_in", "target_out", "shadow_in", "shadow_out", "heldout"]
+    assert plan.metric_splits(ModelId.parse("shapes-lstm-target-s0-dp1")) == ["target_in", "target_out"]
+    assert plan.metric_splits(ModelId.parse("doodles-tfm-shadow0-s0")) == ["shadow_in", "shadow_out"]
+    assert ModelId.parse("shapes-lstm-target-s0-dp1") in plan.metric_models()
     # defended scenarios: both attacker models; calibrated attacks not run; multi-query only vs sampling
     adaptive, unaware = plan.scenario("unrestricted@dp1-adaptive", 0), plan.scenario("unrestricted@dp1-unaware", 0)
     assert adaptive.target == unaware.target == ModelId.parse("shapes-lstm-target-s0-dp1")

@@ -38,3 +38,23 @@ def test_different_objects_give_different_bytes(tmp_path):
     save_torch({"w": torch.zeros(3)}, tmp_path / "a.pt")
     save_torch({"w": torch.ones(3)}, tmp_path / "b.pt")
     assert (tmp_path / "a.pt").read_bytes() != (tmp_path / "b.pt").read_bytes()
+
+
+def test_read_split_selects_one_split_of_a_multi_split_table(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from m4i.io import M4IError, read_split, write_table
+
+    long = tmp_path / "long.parquet"
+    write_table(pd.DataFrame({"split": ["target_in", "target_out", "target_in"], "record_id": ["a", "b", "c"],
+                              "x": [1.0, 2.0, 3.0]}), long)
+    got = read_split(long, "target_in")
+    assert list(got.columns) == ["record_id", "x"]  # the split column goes
+    assert got["record_id"].tolist() == ["a", "c"] and got["x"].tolist() == [1.0, 3.0]
+    assert read_split(long, "target_out")["record_id"].tolist() == ["b"]
+    with pytest.raises(M4IError, match=r"long\.parquet: no rows of split 'heldout' \(it has \['target_in', 'target_out'\]\)"):
+        read_split(long, "heldout")
+    one = tmp_path / "one.parquet"  # a table of one split (no split column) comes back as it is
+    write_table(pd.DataFrame({"record_id": ["a"], "x": [1.0]}), one)
+    assert read_split(one, "anything").equals(pd.read_parquet(one))

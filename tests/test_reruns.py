@@ -29,7 +29,7 @@ from conftest import snakemake
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TARGETS = [
-    "signals/metrics/shapes-lstm-target-s0/heldout.parquet",
+    "signals/metrics/shapes-lstm-target-s0.parquet",
     "signals/loglik/shapes-lstm-target-s0/target_in.parquet",
     "mfe/paper-shapes-s0.pt",
     "models/shapes-tfm-shadow0-s0.pt",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from m4i.io import M4IError, atomic_path, read_json, read_table
+from m4i.io import M4IError, atomic_path, read_json, read_split, read_table
 from m4i.names import FIGURE_NAMES
 from m4i.report.tables import CAPTION_METRICS
 
@@ -172,14 +172,15 @@ def load_distribution(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     """Member and non-member values of one column.
 
     ``spec``: {"column", "title", and either "path" (a table with a ``label`` column, e.g.
-    scores.parquet) or "members" + "nonmembers" (per-record signal tables of the two splits)}.
+    scores.parquet) or "members" + "nonmembers" (per-record signal tables of the two splits; of a
+    table of several splits, the rows of "members_split" / "nonmembers_split")}.
     """
     col = spec.get("column")
     if not col:
         raise M4IError(f"distribution input {spec}: needs a 'column'")
 
-    def values(path, label_filter=None):
-        df = read_table(path)
+    def values(path, label_filter=None, split=None):
+        df = read_table(path) if split is None else read_split(path, split)
         if col not in df.columns:
             raise M4IError(f"{path}: no column {col!r}; columns are {list(df.columns)}")
         if label_filter is None:
@@ -197,7 +198,8 @@ def load_distribution(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     if "path" in spec:
         return arr(values(spec["path"], 1)), arr(values(spec["path"], 0))
     if "members" in spec and "nonmembers" in spec:
-        return arr(values(spec["members"])), arr(values(spec["nonmembers"]))
+        return (arr(values(spec["members"], split=spec.get("members_split"))),
+                arr(values(spec["nonmembers"], split=spec.get("nonmembers_split"))))
     raise M4IError(f"distribution input {spec}: give 'path' or 'members' and 'nonmembers'")
 
 
