@@ -314,8 +314,10 @@ class Layout:
     def model_resume(self, model) -> str:
         return self._p("models", f"{model}.resume.pt")
 
-    def captions(self, model, split) -> str:
-        return self._p("captions", model, f"{split}.parquet")
+    def captions(self, model) -> str:
+        """Every split of a model that something reads (``Plan.caption_splits``) in one table (a
+        ``split`` column): one generation job per captioner, not one per split."""
+        return self._p("captions", f"{model}.parquet")
 
     def utility(self, model) -> str:
         return self._p("utility", f"{model}.json")
@@ -326,8 +328,9 @@ class Layout:
         (~15-20 CPU-s of loading its paraphrase table) per captioner, not per split."""
         return self._p("signals", "metrics", f"{model}.parquet")
 
-    def loglik_signals(self, model, split) -> str:
-        return self._p("signals", "loglik", model, f"{split}.parquet")
+    def loglik_signals(self, model) -> str:
+        """Every split of a model a gray-box attack reads in one table (a ``split`` column)."""
+        return self._p("signals", "loglik", f"{model}.parquet")
 
     def blind_signals(self, dataset, protocol, seed, split) -> str:
         return self._p("signals", "blind", dataset, f"{protocol}-s{seed}", f"{split}.parquet")
@@ -338,8 +341,10 @@ class Layout:
     def mfe_quality(self, mfe_id) -> str:
         return self._p("mfe", f"{mfe_id}.quality.json")
 
-    def mfe_signals(self, mfe_id, model, split) -> str:
-        return self._p("signals", "mfe", mfe_id, model, f"{split}.parquet")
+    def mfe_signals(self, model) -> str:
+        """Every (MFE, split) of a model some FB attack reads in one table (``mfe`` and ``split``
+        columns): one job per captioner, not one per part (each paid ~8 s of imports, measured)."""
+        return self._p("signals", "mfe", f"{model}.parquet")
 
     def attack_dir(self, scenario, attack, seed) -> str:
         return self._p("attacks", scenario, attack, f"s{seed}")

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 
 
@@ -67,19 +68,25 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def read_split(path: str | os.PathLike, split: str) -> pd.DataFrame:
-    """One split's rows of a per-record table: a table of several splits (a ``split`` column, e.g.
-    a captioner's metric signals) restricted to ``split``, without that column; a table of one
-    split (no such column) as it is. A multi-split table without ``split``'s rows is an error:
-    the job that wrote it was not asked for that split."""
+def read_split(path: str | os.PathLike, split: str, **keys: str) -> pd.DataFrame:
+    """One part's rows of a per-record table of several parts: the rows of ``split`` (a ``split``
+    column, e.g. a captioner's metric signals) and of each further key column's value (e.g.
+    ``mfe=...`` in a captioner's MFE signals), without those columns. A table of one split (no
+    ``split`` column) and no further keys: the table as it is. A key column the table lacks, or no
+    rows for the part, is an error: the job that wrote it was not asked for that part."""
     table = read_table(path)
-    if "split" not in table.columns:
+    if "split" not in table.columns and not keys:
         return table
-    rows = (table["split"] == split).to_numpy()
+    want = {"split": split, **keys}
+    rows = np.ones(len(table), dtype=bool)
+    for col, value in want.items():
+        if col not in table.columns:
+            raise M4IError(f"{path}: no {col!r} column to select {col} {value!r} (columns {list(table.columns)})")
+        rows &= (table[col].astype(str) == str(value)).to_numpy()
     if not rows.any():
-        have = sorted(table["split"].astype(str).unique().tolist())
-        raise M4IError(f"{path}: no rows of split {split!r} (it has {have})")
-    return table[rows].drop(columns="split").reset_index(drop=True)
+        have = sorted("/".join(t) for t in table[list(want)].astype(str).drop_duplicates().itertuples(index=False, name=None))
+        raise M4IError(f"{path}: no rows of {want} (its {'/'.join(want)} parts: {have})")
+    return table[rows].drop(columns=list(want)).reset_index(drop=True)
 
 
 def read_table_meta(path: str | os.PathLike) -> dict:

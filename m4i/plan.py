@@ -28,6 +28,9 @@ from m4i.identity import AttackId, Layout, MfeId, ModelId, ScenarioId, attack_id
 from m4i.io import M4IError
 from m4i.names import ATTACKERS, DEFAULT_PROTOCOL, SPLIT_NAMES
 
+# Signals kept in one table per captioner (every part of it some attack reads; m4i.io.read_split).
+SIGNAL_TABLES = ("metrics", "mfe", "loglik")
+
 # The records a calibrated attack reads of every model: the candidates and the population
 # (held-out records no captioner trains on; RMIA's z).
 CALIBRATION_SPLITS = ("target_in", "target_out", "heldout")
@@ -58,7 +61,8 @@ class Plan:
         self.control = config["splits"].get("confounded_control")
         self.attack_ids = {name: attack_identity(name, cfg) for name, cfg in config["attacks"].items()}
         self._scenarios: dict[int, tuple[ScenarioPlan, ...]] = {}  # per seed: the config is fixed
-        self._metric_reads: dict[ModelId, set[str]] | None = None  # model -> splits (metric_splits)
+        # signal -> model -> the (table key, split) parts attacks read (``signal_parts``)
+        self._signal_reads: dict[str, dict[ModelId, set[tuple[str | None, str]]]] | None = None
         self._check_defenses()
 
     def _check_defenses(self) -> None:
@@ -307,16 +311,17 @@ class Plan:
         return self.layout.splits(model.dataset, model.protocol, model.seed)
 
     def signal_table(self, attack: str, plan: ScenarioPlan, model: ModelId, split: str) -> str:
-        """The signal table ``attack`` reads ``model``'s records of ``split`` from (a metric-signal
-        table holds all of a model's splits: select the split with ``m4i.io.read_split``)."""
+        """The signal table ``attack`` reads ``model``'s records of ``split`` from (a metric- or
+        MFE-signal table holds all of a model's parts: select one with ``m4i.io.read_split`` and
+        the keys of ``input_rows``)."""
         a = self.attack(attack)
         L = self.layout
         if a.signal == "metrics":
             return L.metric_signals(model)
         if a.signal == "mfe":
-            return L.mfe_signals(self.mfe_id(plan, attack), model, split)
+            return L.mfe_signals(model)
         if a.signal == "loglik":
-            return L.loglik_signals(model, split)
+            return L.loglik_signals(model)
         return L.blind_signals(model.dataset, model.protocol, model.seed, split)
 
     def attack_reads(self, key: str, attack: str, seed: int) -> dict[str, tuple[ModelId, str]]:
@@ -355,26 +360,49 @@ class Plan:
             out["shadow_splits"] = self.splits_of(plan.shadows[0])
         return out
 
-    def input_splits(self, key: str, attack: str, seed: int) -> dict[str, str]:
-        """The split each signal input of an attack stands for (input name -> split)."""
-        return {name: split for name, (_, split) in self.attack_reads(key, attack, seed).items()}
+    def input_rows(self, key: str, attack: str, seed: int) -> dict[str, dict[str, str]]:
+        """Which rows of its table each signal input of an attack stands for (input name ->
+        ``m4i.io.read_split`` keys): its ``split``, and for an FB attack the ``mfe`` that scored it."""
+        plan = self.scenario(key, seed)
+        extra = {"mfe": str(self.mfe_id(plan, attack))} if self.attack(attack).signal == "mfe" else {}
+        return {name: {"split": split, **extra} for name, (_, split) in self.attack_reads(key, attack, seed).items()}
+
+    def _part_key(self, plan: ScenarioPlan, attack: str) -> str | None:
+        return str(self.mfe_id(plan, attack)) if self.attack(attack).signal == "mfe" else None
+
+    def signal_parts(self, signal: str, model: ModelId) -> list[tuple[str | None, str]]:
+        """What the one ``metric_signals`` (signal ``metrics``), ``mfe_signals`` (``mfe``) or
+        ``loglik_signals`` (``loglik``) job of ``model`` scores: every (MFE id or None, split) some attack reads, ordered by MFE id, then
+        SPLIT_NAMES. One job per captioner, not per part: each job start costs seconds of imports
+        (and a METEOR JVM, ~15-20 CPU-s) that the parts would otherwise pay again."""
+        if self._signal_reads is None:
+            reads: dict[str, dict[ModelId, set[tuple[str | None, str]]]] = {}
+            for plan, attack in self.attack_runs():
+                sig = self.attack(attack).signal
+                if sig in SIGNAL_TABLES:
+                    part = self._part_key(plan, attack)
+                    for m, split in self.attack_reads(str(plan.id), attack, plan.seed).values():
+                        reads.setdefault(sig, {}).setdefault(m, set()).add((part, split))
+            self._signal_reads = reads
+        need = self._signal_reads.get(signal, {}).get(model, set())
+        return sorted(need, key=lambda p: (p[0] or "", SPLIT_NAMES.index(p[1])))
 
     def metric_splits(self, model: ModelId) -> list[str]:
-        """The splits of ``model`` some attack reads caption-metric signals of (what its one
-        ``metric_signals`` job scores), in SPLIT_NAMES order."""
-        if self._metric_reads is None:
-            reads: dict[ModelId, set[str]] = {}
-            for plan, attack in self.attack_runs():
-                if self.attack(attack).signal == "metrics":
-                    for m, split in self.attack_reads(str(plan.id), attack, plan.seed).values():
-                        reads.setdefault(m, set()).add(split)
-            self._metric_reads = reads
-        need = self._metric_reads.get(model, set())
+        """The splits of ``model`` some attack reads caption-metric signals of, in SPLIT_NAMES order."""
+        return [split for _, split in self.signal_parts("metrics", model)]
+
+    def caption_splits(self, model: ModelId) -> list[str]:
+        """The splits the one ``generate_captions`` job of ``model`` decodes, in SPLIT_NAMES order:
+        what its metric and MFE signals score, and for a captioner whose quality the study
+        reports (``utility_models``) the held-out records and its own pool (members)."""
+        need = {split for sig in ("metrics", "mfe") for _, split in self.signal_parts(sig, model)}
+        if model in self.utility_models():
+            need |= {"heldout", *self.pool_splits(model)}
         return [s for s in SPLIT_NAMES if s in need]
 
-    def metric_models(self) -> list[ModelId]:
-        """Captioners some attack reads caption-metric signals of."""
-        return [m for m in self.models() if self.metric_splits(m)]
+    def signal_models(self, signal: str) -> list[ModelId]:
+        """Captioners some attack reads ``signal`` (one of SIGNAL_TABLES) of."""
+        return [m for m in self.models() if self.signal_parts(signal, m)]
 
     def attack_metrics(self) -> list[str]:
         return [self.layout.attack_metrics(p.id, a, p.seed) for p, a in self.attack_runs()]

@@ -5,7 +5,7 @@ rule metric_signals:
     """Caption-similarity metrics of each generated caption against its references (corpus-level),
     for every split of one captioner an attack reads, in one job (one METEOR JVM)."""
     input:
-        captions=lambda wc: [L.captions(wc.model, s) for s in PLAN.metric_splits(model_of(wc))],
+        captions=lambda wc: L.captions(wc.model),
         manifest=lambda wc: PLAN.manifests_of(model_of(wc)),
         splits=lambda wc: PLAN.splits_of(model_of(wc)),  # its mfe split: CIDEr's fixed corpus
     output:
@@ -38,17 +38,19 @@ def _loglik_inputs(wc):
 
 
 rule loglik_signals:
-    """Gray-box: teacher-forced mean token log-likelihood of each reference caption of each record."""
+    """Gray-box: teacher-forced mean token log-likelihood of each reference caption of each record,
+    for every split of one captioner a gray-box attack reads, in one job."""
     input:
         unpack(_loglik_inputs),
     output:
-        L.loglik_signals("{model}", "{split}"),
+        L.loglik_signals("{model}"),
     params:
+        splits=lambda wc: [split for _, split in PLAN.signal_parts("loglik", model_of(wc))],
         code=code("loglik_signals.py"),
     log:
-        L.log("signals", "loglik", "{model}", "{split}.log"),
+        L.log("signals", "loglik", "{model}.log"),
     benchmark:
-        L.benchmark("signals", "loglik", "{model}", "{split}.tsv")
+        L.benchmark("signals", "loglik", "{model}.tsv")
     threads: THREADS
     resources:
         mem_mb=6000,
@@ -78,6 +80,8 @@ rule blind_signals:
         code=code("blind_signals.py"),
     log:
         L.log("signals", "blind", "{dataset}", "{protocol}-s{seed}", "{split}.log"),
+    benchmark:
+        L.benchmark("signals", "blind", "{dataset}", "{protocol}-s{seed}", "{split}.tsv")
     threads: 1
     resources:
         mem_mb=2000,
@@ -103,7 +107,7 @@ rule attack:
         seed=lambda wc: int(wc.seed),
         scenario=lambda wc: _scenario(wc).id.fields(),
         attack_id=lambda wc: PLAN.attack(wc.attack).fields(),
-        input_splits=lambda wc: PLAN.input_splits(wc.scenario, wc.attack, int(wc.seed)),
+        input_rows=lambda wc: PLAN.input_rows(wc.scenario, wc.attack, int(wc.seed)),
         target_model=lambda wc: str(_scenario(wc).target),
         shadow_models=lambda wc: [str(m) for m in _scenario(wc).shadows],
         reference_models=lambda wc: [str(m) for m in _scenario(wc).refs],

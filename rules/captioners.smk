@@ -111,20 +111,22 @@ def _generate_inputs(wc):
 
 
 rule generate_captions:
-    """Batched decoding of one captioner on one split: caption(s) and per-token log-probs per record
-    (with the decode settings the model answers with: an output-side defense's own)."""
+    """Batched decoding of one captioner on every split read of it (``Plan.caption_splits``), one
+    split at a time, in one job: caption(s) and per-token log-probs per record (with the decode
+    settings the model answers with: an output-side defense's own)."""
     input:
         unpack(_generate_inputs),
     output:
-        L.captions("{model}", "{split}"),
+        L.captions("{model}"),
     params:
+        splits=lambda wc: PLAN.caption_splits(model_of(wc)),
         decode=lambda wc: canonical(PLAN.decode_of(model_of(wc))),
         config=lambda wc: stage_config(f"captioners.{model_of(wc).arch}.decode", "device"),
         code=code("generate_captions.py"),
     log:
-        L.log("captions", "{model}", "{split}.log"),
+        L.log("captions", "{model}.log"),
     benchmark:
-        L.benchmark("captions", "{model}", "{split}.tsv")
+        L.benchmark("captions", "{model}.tsv")
     threads: THREADS
     resources:
         mem_mb=6000,
@@ -139,8 +141,7 @@ rule generate_captions:
 def _utility_inputs(wc):
     m = model_of(wc)
     return {
-        "heldout": L.captions(m, "heldout"),
-        "pool": [L.captions(m, split) for split in PLAN.pool_splits(m)],
+        "captions": L.captions(m),  # its heldout and pool splits (members), among others
         "members": L.model_members(PLAN.weights_of(m)),
         "manifest": PLAN.manifests_of(m),
         "splits": PLAN.splits_of(m),  # its mfe split: CIDEr's fixed corpus

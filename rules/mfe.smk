@@ -36,26 +36,43 @@ rule train_mfe:
         "../scripts/train_mfe.py"
 
 
+def _mfe_parts(wc):
+    """[mfe_id, split] pairs the model's one mfe_signals job scores (Plan.signal_parts)."""
+    return [[mfe, split] for mfe, split in PLAN.signal_parts("mfe", model_of(wc))]
+
+
+def _mfe_features(wc):
+    """Per MFE the model's job uses: the feature caches it reads (none for open_clip)."""
+    m = model_of(wc)
+    return {mfe: PLAN.features_of(m, PLAN.mfe_features(MfeId.parse(mfe).mfe)) for mfe, _ in _mfe_parts(wc)}
+
+
 def _mfe_signal_inputs(wc):
-    mfe, m = MfeId.parse(wc.mfe_id), model_of(wc)
+    m, parts = model_of(wc), _mfe_parts(wc)
     return {
-        "mfe": L.mfe(mfe),
-        "captions": L.captions(m, wc.split),
+        "mfe": sorted({L.mfe(mfe) for mfe, _ in parts}),
+        "captions": L.captions(m),
         "manifest": PLAN.manifests_of(m),
-        "features": PLAN.features_of(m, PLAN.mfe_features(mfe.mfe)),
+        "features": sorted({f for fs in _mfe_features(wc).values() for f in fs}),
     }
 
 
 rule mfe_signals:
-    """|f_img - f_txt| and cosine similarity of each image and its generated caption."""
+    """|f_img - f_txt| and cosine similarity of each image and its generated caption, under every
+    MFE an FB attack reads the captioner through, for each split it reads: one job per captioner."""
     input:
         unpack(_mfe_signal_inputs),
     output:
-        L.mfe_signals("{mfe_id}", "{model}", "{split}"),
+        L.mfe_signals("{model}"),
     params:
+        parts=_mfe_parts,
+        mfe_paths=lambda wc: {mfe: L.mfe(mfe) for mfe, _ in _mfe_parts(wc)},
+        features=_mfe_features,
         code=code("mfe_signals.py"),
     log:
-        L.log("signals", "mfe", "{mfe_id}", "{model}", "{split}.log"),
+        L.log("signals", "mfe", "{model}.log"),
+    benchmark:
+        L.benchmark("signals", "mfe", "{model}.tsv")
     threads: THREADS
     resources:
         mem_mb=6000,

@@ -5,11 +5,25 @@ from m4i.names import LATEX_TABLES
 _DEFENSE_KEYS = ["defenses"] if config.get("defenses") else []
 
 
+def _distribution_target():
+    """The first unrestricted scenario's plan (seed 0, honest split, undefended), or None."""
+    return next((p for p in PLAN.scenarios(PLAN.seeds[0]) if p.id.name.startswith("unrestricted")
+                 and p.id.protocol == PLAN.protocol and p.id.defense is None), None)
+
+
+def _fb_mfe(wc=None):
+    """The MFE whose cosine the FB distribution shows (the first FB attack's), if the target's
+    MFE-signal table has both of its candidate splits under it."""
+    plan, fb = _distribution_target(), PLAN.attacks_with("mfe")
+    if plan is None or not fb:
+        return None
+    mfe = str(PLAN.mfe_id(plan, fb[0]))
+    return mfe if {(mfe, "target_in"), (mfe, "target_out")} <= set(PLAN.signal_parts("mfe", plan.target)) else None
+
+
 def _distribution_inputs(wc=None):
     """Per-record signal tables of the first unrestricted scenario's target (members vs non-members)."""
-    seed = PLAN.seeds[0]
-    plan = next((p for p in PLAN.scenarios(seed) if p.id.name.startswith("unrestricted")
-                 and p.id.protocol == PLAN.protocol and p.id.defense is None), None)
+    plan = _distribution_target()
     if plan is None:
         return {}
     target = plan.target
@@ -18,12 +32,9 @@ def _distribution_inputs(wc=None):
         out["mb"] = L.metric_signals(target)  # both splits in one table
     thresholds = [a for a in PLAN.attacks_with("metrics") if PLAN.attack(a).method == "threshold"]
     if thresholds:
-        out["mb_choice"] = L.attack_metrics(plan.id, thresholds[0], seed)
-    fb = PLAN.attacks_with("mfe")
-    if fb:
-        mfe = PLAN.mfe_id(plan, fb[0])
-        out["fb_in"] = L.mfe_signals(mfe, target, "target_in")
-        out["fb_out"] = L.mfe_signals(mfe, target, "target_out")
+        out["mb_choice"] = L.attack_metrics(plan.id, thresholds[0], plan.seed)
+    if _fb_mfe():
+        out["fb"] = L.mfe_signals(target)  # every MFE and split of the target in one table
     return out
 
 
@@ -83,6 +94,7 @@ rule figures:
         pdf=[L.figure(f, "pdf") for f in FIGURE_NAMES],
     params:
         results_root=R,
+        fb_mfe=_fb_mfe,
         defenses=lambda wc: config.get("defenses") or {},
         config=lambda wc: stage_config(*_DEFENSE_KEYS),
         code=code("build_figures.py"),

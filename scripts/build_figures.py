@@ -12,10 +12,13 @@ def main(smk):
     if "mb" in inp.keys():
         # The strongest single metric is the one the shadow-calibrated threshold attack picked.
         column = read_json(inp.mb_choice)["info"]["feature"] if "mb_choice" in inp.keys() else "cider_multi"
-        distributions.append({"label": f"MB: {column}", "members": inp.mb, "members_split": "target_in",
-                              "nonmembers": inp.mb, "nonmembers_split": "target_out", "column": column})
-    if "fb_in" in inp.keys():
-        distributions.append({"label": "FB: cos(f_img, f_txt)", "members": inp.fb_in, "nonmembers": inp.fb_out, "column": "cos"})
+        distributions.append({"label": f"MB: {column}", "members": inp.mb, "members_rows": {"split": "target_in"},
+                              "nonmembers": inp.mb, "nonmembers_rows": {"split": "target_out"}, "column": column})
+    if "fb" in inp.keys():
+        mfe = smk.params.fb_mfe
+        distributions.append({"label": "FB: cos(f_img, f_txt)", "members": inp.fb, "nonmembers": inp.fb, "column": "cos",
+                              "members_rows": {"split": "target_in", "mfe": mfe},
+                              "nonmembers_rows": {"split": "target_out", "mfe": mfe}})
     build_figures(list(inp.metrics), list(inp.utility), distributions, str(Path(smk.output.png[0]).parent),
                   defenses=dict(smk.params.defenses), recipe_paths=list(inp.recipes),
                   results_root=smk.params.results_root)

@@ -3,7 +3,9 @@ import pandas as pd
 
 from m4i.attacks.queries import first_query
 from m4i.data.manifest import read_manifests, select
-from m4i.io import read_json, read_table, write_json
+from m4i.data.membership import pool_splits
+from m4i.identity import ModelId
+from m4i.io import read_json, read_split, write_json
 from m4i.models.quality import caption_quality
 from m4i.signals.caption_metrics import attacker_corpus
 from m4i.workflow import run
@@ -13,10 +15,11 @@ def main(smk):
     manifest, _ = read_manifests(list(smk.input.manifest))
     members = read_json(smk.input.members)["members"]
     # A sampling captioner answers each query anew: its quality is that of one answer (query 0).
-    pool = pd.concat([first_query(read_table(p)) for p in smk.input.pool], ignore_index=True)
+    pool = pd.concat([first_query(read_split(smk.input.captions, s)) for s in pool_splits(ModelId.parse(smk.wildcards.model))],
+                     ignore_index=True)
     member_caps = pool[pool["record_id"].isin(set(members))].reset_index(drop=True)
     train_records = select(manifest, members, what=f"{smk.input.members} members")
-    heldout = first_query(read_table(smk.input.heldout))
+    heldout = first_query(read_split(smk.input.captions, "heldout"))
     # The fixed corpus (the mfe split: the same for both tables), tokenized in one run with
     # every caption and reference caption_quality may score (one JVM start per job).
     scored = set(heldout["record_id"].astype(str)) | set(member_caps["record_id"].astype(str))

@@ -1,19 +1,40 @@
-"""Rule mfe_signals: MFE x generated captions -> signals/mfe/<mfe_id>/<model>/<split>.parquet."""
+"""Rule mfe_signals: MFEs x one captioner's generated captions -> signals/mfe/<model>.parquet.
+
+Every (MFE, split) of the captioner some FB attack reads, in one job: a job per part paid ~8 s of
+imports (open_clip, torch) and model loading for a few hundred captions (measured). Each part is
+scored on its own (``mfe_signals`` per MFE, split and query, as before); rows carry ``mfe`` and
+``split``, and readers select one part with ``m4i.io.read_split``."""
 from m4i.attacks.queries import map_queries
 from m4i.data.manifest import read_manifests
-from m4i.io import load_torch, read_table, write_table
+from m4i.io import M4IError, load_torch, read_split, write_table
 from m4i.mfe import mfe_signals
 from m4i.models.features import load_features
+from m4i.progress import Progress
 from m4i.workflow import run
 
 
 def main(smk):
+    import pandas as pd
+
+    parts = [tuple(p) for p in smk.params.parts]
+    if not parts:
+        raise M4IError(f"mfe_signals {smk.wildcards.model}: no (MFE, split) to score")
     manifest, root = read_manifests(list(smk.input.manifest))
-    features = load_features(smk.input.features)
-    checkpoint = load_torch(smk.input.mfe)
-    table = map_queries(read_table(smk.input.captions),
-                        lambda c: mfe_signals(checkpoint, c, manifest, root, features, device=smk.config["device"]))
-    write_table(table, smk.output[0])
+    progress = Progress(f"mfe signals {smk.wildcards.model}", len(parts), unit="part")
+    checkpoints, features, captions, out = {}, {}, {}, []
+    for done, (mfe, split) in enumerate(parts, start=1):
+        if mfe not in checkpoints:  # parts come grouped by MFE: one at a time in memory
+            checkpoints = {mfe: load_torch(smk.params.mfe_paths[mfe])}
+            features = {mfe: load_features(list(smk.params.features[mfe]))}
+        if split not in captions:
+            captions[split] = read_split(smk.input.captions, split)
+        part = map_queries(captions[split], lambda c: mfe_signals(checkpoints[mfe], c, manifest, root, features[mfe],
+                                                                  device=smk.config["device"]))
+        part.insert(0, "split", split)
+        part.insert(0, "mfe", mfe)
+        out.append(part)
+        progress.update(done, mfe=mfe, split=split, records=len(captions[split]))
+    write_table(pd.concat(out, ignore_index=True), smk.output[0], meta={"model": smk.wildcards.model})
 
 
 run(snakemake, main)  # noqa: F821

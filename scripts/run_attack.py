@@ -46,8 +46,8 @@ def main(smk):
     identity = smk.params.attack_id
     ev = smk.config["evaluation"]
 
-    def view(name):  # input `name`'s split, as an attacker asking `queries` times per record sees it
-        return attacker_view(read_split(smk.input[name], smk.params.input_splits[name]), identity["queries"])
+    def view(name):  # input `name`'s part, as an attacker asking `queries` times per record sees it
+        return attacker_view(read_split(smk.input[name], **smk.params.input_rows[name]), identity["queries"])
 
     if identity["calibrated"]:
         online = attack["method"].endswith("_online")

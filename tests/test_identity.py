@@ -108,7 +108,7 @@ def test_layout_paths_and_results_root(tmp_path):
     L = Layout("default")
     m = ModelId.parse("shapes-lstm-target-s0")
     assert L.model(m) == "results/default/models/shapes-lstm-target-s0.pt"
-    assert L.captions("{model}", "{split}") == "results/default/captions/{model}/{split}.parquet"
+    assert L.captions("{model}") == "results/default/captions/{model}.parquet"
     assert L.attack_metrics(ScenarioId("unrestricted"), "mb-svm", 0) == \
         "results/default/attacks/unrestricted/mb-svm/s0/metrics.json"
     table = tmp_path / "results" / "default" / "tables" / "attacks.csv"
@@ -135,25 +135,48 @@ def test_plan_of_the_default_study():
     # a captioner's metric signals: one table of all its scored splits; the attack selects by name
     assert inputs["shadow0_shadow_in"].endswith("signals/metrics/doodles-lstm-shadow0-s0.parquet")
     assert inputs["target_out"].endswith("signals/metrics/shapes-lstm-target-s0.parquet")
-    assert plan.input_splits("data-restricted", "mb-svm", 0) == {
-        "shadow0_shadow_in": "shadow_in", "shadow0_shadow_out": "shadow_out", "target_in": "target_in",
-        "target_out": "target_out"}
+    assert plan.input_rows("data-restricted", "mb-svm", 0) == {
+        "shadow0_shadow_in": {"split": "shadow_in"}, "shadow0_shadow_out": {"split": "shadow_out"},
+        "target_in": {"split": "target_in"}, "target_out": {"split": "target_out"}}
+    # MFE signals: one table per captioner; an FB attack's rows are its MFE's (the attacker's data)
+    fb = plan.attack_inputs("fully-restricted", "fb-clip-mlp", 0)
+    assert fb["target_in"].endswith("signals/mfe/shapes-lstm-target-s0.parquet")
+    assert fb["shadow0_shadow_in"].endswith("signals/mfe/doodles-tfm-shadow0-s0.parquet")
+    assert plan.input_rows("fully-restricted", "fb-clip-mlp", 0)["target_out"] == {
+        "split": "target_out", "mfe": "clip-doodles-s0"}
     assert inputs["shadow_splits"].endswith("splits/doodles/disjoint-s0.json")
     assert str(plan.mfe_id(plan.scenario("fully-restricted", 0), "fb-clip-mlp")) == "clip-doodles-s0"
     # calibrated attacks: online reads the K reference captioners, offline the shadows
     online = plan.attack_inputs("unrestricted", "lira-online-gb", 0)
     assert {f"ref{i}_target_in" for i in range(4)} <= set(online) and "ref4_target_in" not in online
-    assert online["ref3_heldout"].endswith("signals/loglik/shapes-lstm-ref3-s0/heldout.parquet")
+    assert online["ref3_heldout"].endswith("signals/loglik/shapes-lstm-ref3-s0.parquet")
+    assert plan.signal_parts("loglik", ModelId.parse("shapes-lstm-ref3-s0")) == [
+        (None, "target_in"), (None, "target_out"), (None, "heldout")]
     offline = plan.attack_inputs("unrestricted", "rmia-offline-bb", 0)
     assert offline["ref1_target_out"].endswith("signals/metrics/shapes-lstm-shadow1-s0.parquet")
-    assert plan.input_splits("unrestricted", "rmia-offline-bb", 0)["ref1_heldout"] == "heldout"
+    assert plan.input_rows("unrestricted", "rmia-offline-bb", 0)["ref1_heldout"] == {"split": "heldout"}
     # what each captioner's one metric_signals job scores: every split some metric attack reads
     # (a shadow that is also an offline reference: its pool, the candidates and the population)
     assert plan.metric_splits(ModelId.parse("shapes-lstm-shadow1-s0")) == [
         "target_in", "target_out", "shadow_in", "shadow_out", "heldout"]
     assert plan.metric_splits(ModelId.parse("shapes-lstm-target-s0-dp1")) == ["target_in", "target_out"]
     assert plan.metric_splits(ModelId.parse("doodles-tfm-shadow0-s0")) == ["shadow_in", "shadow_out"]
-    assert ModelId.parse("shapes-lstm-target-s0-dp1") in plan.metric_models()
+    assert ModelId.parse("shapes-lstm-target-s0-dp1") in plan.signal_models("metrics")
+    # ... and its one mfe_signals job: each (MFE, split) an FB attack reads; the undefended target
+    # is read through the MFE of each scenario's attacker data (shapes, doodles) and both kinds
+    target_parts = plan.signal_parts("mfe", ModelId.parse("shapes-lstm-target-s0"))
+    assert target_parts == [(f"{k}-{d}-s0", s) for k in ("clip", "paper") for d in ("doodles", "shapes")
+                            for s in ("target_in", "target_out")]
+    assert plan.signal_parts("mfe", ModelId.parse("doodles-tfm-shadow0-s0")) == [
+        (f"{k}-doodles-s0", s) for k in ("clip", "paper") for s in ("shadow_in", "shadow_out")]
+    assert ModelId.parse("shapes-lstm-ref0-s0") not in plan.signal_models("mfe")  # no FB attack reads references
+    # ... and its one generate_captions job: what those read, and for a captioner whose quality is
+    # reported its held-out records and own pool (a reference captioner: only what attacks read)
+    assert plan.caption_splits(ModelId.parse("shapes-lstm-shadow1-s0")) == [
+        "target_in", "target_out", "shadow_in", "shadow_out", "heldout"]
+    assert plan.caption_splits(ModelId.parse("shapes-lstm-target-s0-trunc")) == ["target_in", "target_out", "heldout"]
+    assert plan.caption_splits(ModelId.parse("doodles-tfm-shadow0-s0")) == ["shadow_in", "shadow_out", "heldout"]
+    assert plan.caption_splits(ModelId.parse("shapes-lstm-ref0-s0")) == ["target_in", "target_out", "heldout"]
     # defended scenarios: both attacker models; calibrated attacks not run; multi-query only vs sampling
     adaptive, unaware = plan.scenario("unrestricted@dp1-adaptive", 0), plan.scenario("unrestricted@dp1-unaware", 0)
     assert adaptive.target == unaware.target == ModelId.parse("shapes-lstm-target-s0-dp1")

@@ -53,8 +53,19 @@ def test_read_split_selects_one_split_of_a_multi_split_table(tmp_path):
     assert list(got.columns) == ["record_id", "x"]  # the split column goes
     assert got["record_id"].tolist() == ["a", "c"] and got["x"].tolist() == [1.0, 3.0]
     assert read_split(long, "target_out")["record_id"].tolist() == ["b"]
-    with pytest.raises(M4IError, match=r"long\.parquet: no rows of split 'heldout' \(it has \['target_in', 'target_out'\]\)"):
+    with pytest.raises(M4IError, match=r"long\.parquet: no rows of \{'split': 'heldout'\} \(its split parts: \['target_in', 'target_out'\]\)"):
         read_split(long, "heldout")
     one = tmp_path / "one.parquet"  # a table of one split (no split column) comes back as it is
     write_table(pd.DataFrame({"record_id": ["a"], "x": [1.0]}), one)
     assert read_split(one, "anything").equals(pd.read_parquet(one))
+    # further keys: a captioner's MFE signals hold each (MFE, split) part; both select
+    mfe = tmp_path / "mfe.parquet"
+    write_table(pd.DataFrame({"mfe": ["clip-a-s0", "clip-a-s0", "paper-a-s0"], "split": ["target_in"] * 3,
+                              "record_id": ["a", "b", "a"], "cos": [0.1, 0.2, 0.3]}), mfe)
+    got = read_split(mfe, "target_in", mfe="paper-a-s0")
+    assert list(got.columns) == ["record_id", "cos"] and got["cos"].tolist() == [0.3]
+    assert read_split(mfe, "target_in", mfe="clip-a-s0")["record_id"].tolist() == ["a", "b"]
+    with pytest.raises(M4IError, match=r"mfe\.parquet: no rows of .*'mfe': 'clip-b-s0'.*its split/mfe parts: \['target_in/clip-a-s0', 'target_in/paper-a-s0'\]"):
+        read_split(mfe, "target_in", mfe="clip-b-s0")
+    with pytest.raises(M4IError, match=r"one\.parquet: no 'split' column to select"):
+        read_split(one, "target_in", mfe="clip-a-s0")

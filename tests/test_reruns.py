@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TARGETS = [
     "signals/metrics/shapes-lstm-target-s0.parquet",
-    "signals/loglik/shapes-lstm-target-s0/target_in.parquet",
+    "signals/loglik/shapes-lstm-target-s0.parquet",
     "mfe/paper-shapes-s0.pt",
     "models/shapes-tfm-shadow0-s0.pt",
 ]

@@ -11,7 +11,7 @@ from conftest import REPO, TEST_CONFIG, snakemake
 from m4i.data.manifest import read_manifest
 from m4i.data.splits import check_disjoint
 from m4i.names import FIGURE_NAMES, REQUIRED_SPLITS
-from m4i.io import load_torch, read_json, read_table
+from m4i.io import load_torch, read_json, read_split, read_table
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,7 @@ def test_defended_captioners(study):
     assert load_torch(study / "models" / "shapes-lstm-target-s0-relax.pt")["recipe"]["defense"] == "relaxloss"
     # the decoding defense trains nothing: its captions come from the undefended weights, sampled
     assert not (study / "models" / "shapes-lstm-target-s0-sample.pt").exists()
-    caps = read_table(study / "captions" / "shapes-lstm-target-s0-sample" / "target_in.parquet")
+    caps = read_split(study / "captions" / "shapes-lstm-target-s0-sample.parquet", "target_in")
     assert sorted(caps["query"].unique()) == [0, 1, 2] and len(caps) == 3 * 24
     for name in ("dp8", "stop", "relax", "sample"):
         assert (study / "utility" / f"shapes-lstm-target-s0-{name}.json").exists()
@@ -140,7 +140,10 @@ def test_captioner_artifacts(study):
     split = read_json(study / "splits" / "shapes" / "disjoint-s0.json")
     assert members["members"] == split["splits"]["target_in"] and members["role"] == "target"
     assert members["vocab"]["tokens"] == ckpt["vocab"] and members["splits_sha256"]
-    caps = read_table(study / "captions" / "shapes-lstm-target-s0" / "target_in.parquet")
+    caps = read_split(study / "captions" / "shapes-lstm-target-s0.parquet", "target_in")
+    # one table per captioner: every split something reads of it, the target's held-out included
+    assert set(read_table(study / "captions" / "shapes-lstm-target-s0.parquet")["split"]) >= {
+        "target_in", "target_out", "heldout"}
     assert len(caps) == 24 and caps.record_id.is_unique
     assert all(len(t) == len(lp) or len(lp) == len(t) + 1 for t, lp in zip(caps.tokens, caps.token_logprobs))
     utility = read_json(study / "utility" / "shapes-lstm-target-s0.json")

@@ -172,15 +172,16 @@ def load_distribution(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     """Member and non-member values of one column.
 
     ``spec``: {"column", "title", and either "path" (a table with a ``label`` column, e.g.
-    scores.parquet) or "members" + "nonmembers" (per-record signal tables of the two splits; of a
-    table of several splits, the rows of "members_split" / "nonmembers_split")}.
+    scores.parquet) or "members" + "nonmembers" (per-record signal tables; of a table of several
+    parts, the rows ``m4i.io.read_split`` selects with "members_rows" / "nonmembers_rows", e.g.
+    {"split": "target_in", "mfe": "clip-shapes-s0"})}.
     """
     col = spec.get("column")
     if not col:
         raise M4IError(f"distribution input {spec}: needs a 'column'")
 
-    def values(path, label_filter=None, split=None):
-        df = read_table(path) if split is None else read_split(path, split)
+    def values(path, label_filter=None, rows=None):
+        df = read_table(path) if rows is None else read_split(path, **rows)
         if col not in df.columns:
             raise M4IError(f"{path}: no column {col!r}; columns are {list(df.columns)}")
         if label_filter is None:
@@ -198,8 +199,8 @@ def load_distribution(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     if "path" in spec:
         return arr(values(spec["path"], 1)), arr(values(spec["path"], 0))
     if "members" in spec and "nonmembers" in spec:
-        return (arr(values(spec["members"], split=spec.get("members_split"))),
-                arr(values(spec["nonmembers"], split=spec.get("nonmembers_split"))))
+        return (arr(values(spec["members"], rows=spec.get("members_rows"))),
+                arr(values(spec["nonmembers"], rows=spec.get("nonmembers_rows"))))
     raise M4IError(f"distribution input {spec}: give 'path' or 'members' and 'nonmembers'")
 
 
