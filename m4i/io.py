@@ -68,25 +68,31 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def read_split(path: str | os.PathLike, split: str, **keys: str) -> pd.DataFrame:
+def select_part(table: pd.DataFrame, split: str, where: str = "table", **keys: str) -> pd.DataFrame:
     """One part's rows of a per-record table of several parts: the rows of ``split`` (a ``split``
     column, e.g. a captioner's metric signals) and of each further key column's value (e.g.
     ``mfe=...`` in a captioner's MFE signals), without those columns. A table of one split (no
     ``split`` column) and no further keys: the table as it is. A key column the table lacks, or no
-    rows for the part, is an error: the job that wrote it was not asked for that part."""
-    table = read_table(path)
+    rows for the part, is an error naming ``where`` (the file): the job that wrote it was not
+    asked for that part."""
     if "split" not in table.columns and not keys:
         return table
     want = {"split": split, **keys}
     rows = np.ones(len(table), dtype=bool)
     for col, value in want.items():
         if col not in table.columns:
-            raise M4IError(f"{path}: no {col!r} column to select {col} {value!r} (columns {list(table.columns)})")
+            raise M4IError(f"{where}: no {col!r} column to select {col} {value!r} (columns {list(table.columns)})")
         rows &= (table[col].astype(str) == str(value)).to_numpy()
     if not rows.any():
         have = sorted("/".join(t) for t in table[list(want)].astype(str).drop_duplicates().itertuples(index=False, name=None))
-        raise M4IError(f"{path}: no rows of {want} (its {'/'.join(want)} parts: {have})")
+        raise M4IError(f"{where}: no rows of {want} (its {'/'.join(want)} parts: {have})")
     return table[rows].drop(columns=list(want)).reset_index(drop=True)
+
+
+def read_split(path: str | os.PathLike, split: str, **keys: str) -> pd.DataFrame:
+    """``select_part`` of the table at ``path`` (read a table once and select several parts with
+    ``select_part`` where a job needs more than one)."""
+    return select_part(read_table(path), split, where=str(path), **keys)
 
 
 def read_table_meta(path: str | os.PathLike) -> dict:

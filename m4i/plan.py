@@ -363,17 +363,18 @@ class Plan:
     def input_rows(self, key: str, attack: str, seed: int) -> dict[str, dict[str, str]]:
         """Which rows of its table each signal input of an attack stands for (input name ->
         ``m4i.io.read_split`` keys): its ``split``, and for an FB attack the ``mfe`` that scored it."""
-        plan = self.scenario(key, seed)
-        extra = {"mfe": str(self.mfe_id(plan, attack))} if self.attack(attack).signal == "mfe" else {}
+        mfe = self._part_key(self.scenario(key, seed), attack)
+        extra = {"mfe": mfe} if mfe else {}
         return {name: {"split": split, **extra} for name, (_, split) in self.attack_reads(key, attack, seed).items()}
 
     def _part_key(self, plan: ScenarioPlan, attack: str) -> str | None:
+        """The key beside ``split`` that names an attack's rows in its signal tables (the MFE id)."""
         return str(self.mfe_id(plan, attack)) if self.attack(attack).signal == "mfe" else None
 
     def signal_parts(self, signal: str, model: ModelId) -> list[tuple[str | None, str]]:
         """What the one ``metric_signals`` (signal ``metrics``), ``mfe_signals`` (``mfe``) or
-        ``loglik_signals`` (``loglik``) job of ``model`` scores: every (MFE id or None, split) some attack reads, ordered by MFE id, then
-        SPLIT_NAMES. One job per captioner, not per part: each job start costs seconds of imports
+        ``loglik_signals`` (``loglik``) job of ``model`` scores: every (MFE id or None, split) some
+        attack reads, ordered by MFE id, then SPLIT_NAMES. One job per captioner, not per part: each job start costs seconds of imports
         (and a METEOR JVM, ~15-20 CPU-s) that the parts would otherwise pay again."""
         if self._signal_reads is None:
             reads: dict[str, dict[ModelId, set[tuple[str | None, str]]]] = {}

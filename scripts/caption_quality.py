@@ -5,7 +5,7 @@ from m4i.attacks.queries import first_query
 from m4i.data.manifest import read_manifests, select
 from m4i.data.membership import pool_splits
 from m4i.identity import ModelId
-from m4i.io import read_json, read_split, write_json
+from m4i.io import read_json, read_table, select_part, write_json
 from m4i.models.quality import caption_quality
 from m4i.signals.caption_metrics import attacker_corpus
 from m4i.workflow import run
@@ -15,11 +15,12 @@ def main(smk):
     manifest, _ = read_manifests(list(smk.input.manifest))
     members = read_json(smk.input.members)["members"]
     # A sampling captioner answers each query anew: its quality is that of one answer (query 0).
-    pool = pd.concat([first_query(read_split(smk.input.captions, s)) for s in pool_splits(ModelId.parse(smk.wildcards.model))],
-                     ignore_index=True)
+    captions = read_table(smk.input.captions)
+    pool = pd.concat([first_query(select_part(captions, s, where=smk.input.captions))
+                      for s in pool_splits(ModelId.parse(smk.wildcards.model))], ignore_index=True)
     member_caps = pool[pool["record_id"].isin(set(members))].reset_index(drop=True)
     train_records = select(manifest, members, what=f"{smk.input.members} members")
-    heldout = first_query(read_split(smk.input.captions, "heldout"))
+    heldout = first_query(select_part(captions, "heldout", where=smk.input.captions))
     # The fixed corpus (the mfe split: the same for both tables), tokenized in one run with
     # every caption and reference caption_quality may score (one JVM start per job).
     scored = set(heldout["record_id"].astype(str)) | set(member_caps["record_id"].astype(str))

@@ -3,7 +3,7 @@
 One job per captioner (a ``split`` column; readers select one with ``m4i.io.read_split``): a job
 per split paid seconds of imports and model and feature loading for a few hundred records. Each
 split is decoded on its own, with the same seed, exactly as a job of its own did."""
-from m4i.data.manifest import split_records
+from m4i.data.manifest import records_of_splits
 from m4i.identity import ModelId
 from m4i.io import M4IError, load_torch, write_table
 from m4i.models.features import load_features
@@ -25,8 +25,9 @@ def main(smk):
     checkpoint, features = load_torch(smk.input.model), load_features(smk.input.features)
     progress = Progress(f"captions {model}", len(splits), unit="split")
     parts = []
+    by_split, root = records_of_splits(list(smk.input.manifest), smk.input.splits, splits)
     for done, split in enumerate(splits, start=1):
-        records, root = split_records(list(smk.input.manifest), smk.input.splits, split)
+        records = by_split[split]
         part = generate_captions(checkpoint, records, root, features, decode, device=smk.config["device"], seed=seed)
         part.insert(0, "split", split)
         parts.append(part)

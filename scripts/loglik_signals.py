@@ -2,7 +2,7 @@
 
 One job per captioner (a ``split`` column; readers select one with ``m4i.io.read_split``): the
 model, features and imports load once, not once per split. Each split is scored on its own."""
-from m4i.data.manifest import split_records
+from m4i.data.manifest import records_of_splits
 from m4i.io import M4IError, load_torch, write_table
 from m4i.models.features import load_features
 from m4i.progress import Progress
@@ -19,8 +19,9 @@ def main(smk):
     checkpoint, features = load_torch(smk.input.model), load_features(smk.input.features)
     progress = Progress(f"loglik signals {smk.wildcards.model}", len(splits), unit="split")
     parts = []
+    by_split, root = records_of_splits(list(smk.input.manifest), smk.input.splits, splits)
     for done, split in enumerate(splits, start=1):
-        records, root = split_records(list(smk.input.manifest), smk.input.splits, split)
+        records = by_split[split]
         part = reference_loglik(checkpoint, records, root, features, device=smk.config["device"])
         part.insert(0, "split", split)
         parts.append(part)

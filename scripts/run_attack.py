@@ -5,7 +5,7 @@ from m4i.attacks.queries import attacker_view
 from m4i.data.membership import model_members, pool_splits
 from m4i.evaluation import evaluate
 from m4i.identity import ModelId
-from m4i.io import read_json, read_split, write_json, write_table
+from m4i.io import read_json, read_table, select_part, write_json, write_table
 from m4i.workflow import run
 
 
@@ -46,8 +46,13 @@ def main(smk):
     identity = smk.params.attack_id
     ev = smk.config["evaluation"]
 
+    tables = {}  # path -> table: one captioner's table holds several inputs' parts; read it once
+
     def view(name):  # input `name`'s part, as an attacker asking `queries` times per record sees it
-        return attacker_view(read_split(smk.input[name], **smk.params.input_rows[name]), identity["queries"])
+        path = smk.input[name]
+        if path not in tables:
+            tables[path] = read_table(path)
+        return attacker_view(select_part(tables[path], where=path, **smk.params.input_rows[name]), identity["queries"])
 
     if identity["calibrated"]:
         online = attack["method"].endswith("_online")

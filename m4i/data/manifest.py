@@ -105,10 +105,21 @@ def select(manifest: pd.DataFrame, record_ids: list[str], what: str = "split") -
 def split_records(manifest_path, splits_path: str | os.PathLike, split: str) -> tuple[pd.DataFrame, Path]:
     """The manifest rows of one split (in the split file's order) and the image root
     (``manifest_path``: one manifest or a list, see ``read_manifests``)."""
+    parts, root = records_of_splits(manifest_path, splits_path, [split])
+    return parts[split], root
+
+
+def records_of_splits(manifest_path, splits_path: str | os.PathLike, names) -> tuple[dict[str, pd.DataFrame], Path]:
+    """``split_records`` for several splits, reading the manifests and the split file once."""
     from m4i.io import read_json
 
     manifest, root = read_manifests(manifest_path)
     splits = read_json(splits_path)
-    if split not in splits.get("splits", {}):
-        raise M4IError(f"{splits_path}: no split named {split!r}")
-    return select(manifest, splits["splits"][split], what=f"{splits_path} split {split}"), root
+    out = {}
+    for split in names:
+        if split not in splits.get("splits", {}):
+            raise M4IError(f"{splits_path}: no split named {split!r}")
+        out[split] = select(manifest, splits["splits"][split], what=f"{splits_path} split {split}")
+    return out, root
+
+

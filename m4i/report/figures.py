@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from m4i.io import M4IError, atomic_path, read_json, read_split, read_table
+from m4i.io import M4IError, atomic_path, read_json, read_table, select_part
 from m4i.names import FIGURE_NAMES
 from m4i.report.tables import CAPTION_METRICS
 
@@ -173,15 +173,19 @@ def load_distribution(spec: dict) -> tuple[np.ndarray, np.ndarray]:
 
     ``spec``: {"column", "title", and either "path" (a table with a ``label`` column, e.g.
     scores.parquet) or "members" + "nonmembers" (per-record signal tables; of a table of several
-    parts, the rows ``m4i.io.read_split`` selects with "members_rows" / "nonmembers_rows", e.g.
+    parts, the rows ``m4i.io.select_part`` selects with "members_rows" / "nonmembers_rows", e.g.
     {"split": "target_in", "mfe": "clip-shapes-s0"})}.
     """
     col = spec.get("column")
     if not col:
         raise M4IError(f"distribution input {spec}: needs a 'column'")
 
+    tables = {}  # members and non-members may be parts of one table: read it once
+
     def values(path, label_filter=None, rows=None):
-        df = read_table(path) if rows is None else read_split(path, **rows)
+        if path not in tables:
+            tables[path] = read_table(path)
+        df = tables[path] if rows is None else select_part(tables[path], where=path, **rows)
         if col not in df.columns:
             raise M4IError(f"{path}: no column {col!r}; columns are {list(df.columns)}")
         if label_filter is None:
