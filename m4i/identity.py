@@ -328,6 +328,14 @@ class Layout:
         (~15-20 CPU-s of loading its paraphrase table) per captioner, not per split."""
         return self._p("signals", "metrics", f"{model}.parquet")
 
+    def meteor_table(self) -> str:
+        """METEOR's paraphrase table cut to the study's reference vocabulary (rule
+        ``meteor_paraphrase``): a METEOR start loads it in under a second, not ~14 CPU-s."""
+        return self._p("data", "meteor-paraphrase-en.gz")  # beside the datasets' folders (no "-" in theirs)
+
+    def meteor_vocab(self) -> str:
+        return self._p("data", "meteor-paraphrase-en.json")
+
     def loglik_signals(self, model) -> str:
         """Every split of a model a gray-box attack reads in one table (a ``split`` column)."""
         return self._p("signals", "loglik", f"{model}.parquet")

@@ -426,4 +426,5 @@ class Plan:
         return sorted(out)
 
     def data_targets(self) -> list[str]:
-        return [self.layout.manifest(d) for d in self.config["datasets"]] + self.all_splits()
+        return ([self.layout.manifest(d) for d in self.config["datasets"]] + self.all_splits()
+                + [self.layout.meteor_table(), self.layout.meteor_vocab()])

@@ -8,6 +8,8 @@ rule metric_signals:
         captions=lambda wc: L.captions(wc.model),
         manifest=lambda wc: PLAN.manifests_of(model_of(wc)),
         splits=lambda wc: PLAN.splits_of(model_of(wc)),  # its mfe split: CIDEr's fixed corpus
+        paraphrase=L.meteor_table(),
+        paraphrase_vocab=L.meteor_vocab(),
     output:
         L.metric_signals("{model}"),
     params:

@@ -145,6 +145,8 @@ def _utility_inputs(wc):
         "members": L.model_members(PLAN.weights_of(m)),
         "manifest": PLAN.manifests_of(m),
         "splits": PLAN.splits_of(m),  # its mfe split: CIDEr's fixed corpus
+        "paraphrase": L.meteor_table(),
+        "paraphrase_vocab": L.meteor_vocab(),
     }
 
 

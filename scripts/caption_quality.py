@@ -7,12 +7,13 @@ from m4i.data.membership import pool_splits
 from m4i.identity import ModelId
 from m4i.io import read_json, read_table, select_part, write_json
 from m4i.models.quality import caption_quality
-from m4i.signals.caption_metrics import attacker_corpus
+from m4i.signals.caption_metrics import attacker_corpus, use_paraphrase_table
 from m4i.workflow import run
 
 
 def main(smk):
     manifest, _ = read_manifests(list(smk.input.manifest))
+    use_paraphrase_table(smk.input.paraphrase, smk.input.paraphrase_vocab)
     members = read_json(smk.input.members)["members"]
     # A sampling captioner answers each query anew: its quality is that of one answer (query 0).
     captions = read_table(smk.input.captions)

@@ -11,7 +11,7 @@ from m4i.attacks.queries import map_queries
 from m4i.data.manifest import read_manifests
 from m4i.io import M4IError, read_json, read_table, select_part, write_table
 from m4i.progress import Progress
-from m4i.signals.caption_metrics import attacker_corpus, metric_signals
+from m4i.signals.caption_metrics import attacker_corpus, metric_signals, use_paraphrase_table
 from m4i.workflow import run
 
 
@@ -22,6 +22,7 @@ def main(smk):
     if not splits:
         raise M4IError(f"metric_signals {smk.wildcards.model}: no split to score")
     manifest, _ = read_manifests(list(smk.input.manifest))
+    use_paraphrase_table(smk.input.paraphrase, smk.input.paraphrase_vocab)
     captions = read_table(smk.input.captions)
     tables = [select_part(captions, s, where=smk.input.captions) for s in splits]
     # The corpus, every split's and query's captions and their references in one tokenizer run

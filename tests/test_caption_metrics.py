@@ -226,3 +226,82 @@ def test_attacker_corpus_tokenizes_the_jobs_texts_in_the_same_run(monkeypatch):
     captions = pd.DataFrame({"record_id": list(CANDS), "caption": list(CANDS.values())})
     metric_signals(captions, manifest, idf)
     assert len(runs) == 1  # scoring starts no second tokenizer JVM
+
+
+# --- METEOR's paraphrase table cut to a study's words ---------------------------------------
+# Pairs METEOR matches only through its paraphrase table ("is sitting" / "is seated", "a lot of"
+# / "much"), beside plain ones.
+PARA_REFS = {"q:0": ["a man is seated on a bench"], "q:1": ["there is much snow on the hill"],
+             "q:2": ["a red circle on the left"], "q:3": ["a dog runs on the grass"]}
+PARA_CANDS = {"q:0": "a man is sitting on a bench", "q:1": "there is a lot of snow on the hill",
+              "q:2": "a red circle at the left", "q:3": "a dog is running on grass"}
+
+
+@pytest.fixture
+def meteor_state():
+    """Leave the module's METEOR as the other tests expect it: METEOR's own table."""
+    yield
+    cm._paraphrase = None
+    cm._close_meteor()
+
+
+def _meteor(cands, refs):
+    tok_c, tok_r = cm._tokenize_tables(cands, refs)
+    return cm._score_tokenized(tok_c, tok_r)[1].set_index("record_id")["meteor"]
+
+
+def test_restricted_paraphrase_table_scores_like_the_full_one(tmp_path, meteor_state):
+    texts = [*(c for v in PARA_REFS.values() for c in v), *PARA_CANDS.values()]
+    info = cm.write_paraphrase_table(texts, tmp_path / "p.gz", tmp_path / "p.json")
+    assert 0 < info["entries"] < info["source_entries"] / 1000  # a small part of 5.3 M entries
+    import gzip
+
+    lines = gzip.open(tmp_path / "p.gz", "rt", encoding="utf-8").read().split("\n")[:-1]
+    phrases = {(lines[i + 1], lines[i + 2]) for i in range(0, len(lines), 3)}
+    assert ("is sitting", "is seated") in phrases and ("a lot of", "much") in phrases
+    assert all(set(f"{a} {b}".split()) <= set(info["vocabulary"]) for a, b in phrases)
+
+    full = _meteor(PARA_CANDS, PARA_REFS)  # METEOR's own table: the independent computation
+    cm.use_paraphrase_table(tmp_path / "p.gz", tmp_path / "p.json")
+    restricted = _meteor(PARA_CANDS, PARA_REFS)
+    assert cm._meteor_table == str(tmp_path / "p.gz")
+    assert restricted.tolist() == full.tolist()
+    # The paraphrase module really scored: with an empty table, the paraphrased pairs score otherwise.
+    empty = tmp_path / "empty.gz"
+    with gzip.GzipFile(empty, "wb", mtime=0):
+        pass
+    cm._paraphrase = (str(empty), frozenset(info["vocabulary"]))
+    none = _meteor(PARA_CANDS, PARA_REFS)
+    assert none["q:0"] != full["q:0"] and none["q:1"] != full["q:1"]
+    assert none["q:2"] == full["q:2"]
+
+
+def test_word_outside_the_table_vocabulary_uses_the_full_table(tmp_path, meteor_state, caplog):
+    cm.write_paraphrase_table([*(c for v in PARA_REFS.values() for c in v)], tmp_path / "p.gz", tmp_path / "p.json")
+    cm.use_paraphrase_table(tmp_path / "p.gz", tmp_path / "p.json")
+    with caplog.at_level("WARNING", logger="m4i.metrics"):
+        got = _meteor(PARA_CANDS, PARA_REFS)  # "sitting", "lot", "running" are in no reference
+    assert cm._meteor_table is None and "full paraphrase table" in caplog.text
+    cm._paraphrase = None
+    assert got.tolist() == _meteor(PARA_CANDS, PARA_REFS).tolist()
+
+
+def test_paraphrase_table_bytes_are_fixed_by_its_input(tmp_path):
+    texts = ["a man is seated on a bench", "a man is sitting on a bench"]
+    cm.write_paraphrase_table(texts, tmp_path / "a.gz", tmp_path / "a.json")
+    cm.write_paraphrase_table(list(reversed(texts)), tmp_path / "b.gz", tmp_path / "b.json")
+    assert (tmp_path / "a.gz").read_bytes() == (tmp_path / "b.gz").read_bytes()
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_use_paraphrase_table_names_a_bad_file(tmp_path):
+    (tmp_path / "v.json").write_text('{"entries": 3}')
+    with pytest.raises(M4IError, match="v.json"):
+        cm.use_paraphrase_table(tmp_path / "p.gz", tmp_path / "v.json")
+    (tmp_path / "w.json").write_text('{"vocabulary": ["a"]}')
+    with pytest.raises(M4IError, match="p.gz"):
+        cm.use_paraphrase_table(tmp_path / "p.gz", tmp_path / "w.json")
+
+
+def test_meteor_words_cover_what_meteor_splits_off():
+    assert cm.meteor_words(["Don't t-shirt 3,000"]) >= {"don't", "don", "t", "'", "t-shirt", "shirt", "-", "3,000", "3", "000", ","}

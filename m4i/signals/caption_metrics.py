@@ -14,7 +14,15 @@ Conventions:
   results are kept per process (``_TOKENS``), and a job that scores the same references again
   (one call per query, held-out + members + baseline) starts no further JVM; ``pretokenize``
   tokenizes a whole job's text in one run up front.
-- One METEOR JVM is kept alive per process (created lazily, closed at exit).
+- One METEOR JVM is kept alive per process (created lazily, closed at exit). Loading METEOR's
+  own paraphrase table (5.3 M entries, 62 MB) costs ~14 CPU-s and ~1.5 GB per JVM start, before
+  it scores anything (measured). A study builds once the part of that table its captions can use
+  (``write_paraphrase_table``: the entries whose every word is in the study's reference
+  vocabulary; rule ``meteor_paraphrase``) and its jobs load it (``use_paraphrase_table``): under
+  a second to start. Scores are the same: a paraphrase entry matches only where its phrases occur
+  in the hypothesis and a reference, so an entry with a word found in neither can never match.
+  Every scoring call checks that its words are in that vocabulary and uses METEOR's full table
+  otherwise (logged), so the restriction never changes a score.
 - Empty candidates (empty, whitespace-only or punctuation-only captions, e.g. a captioner that
   emitted ``<end>`` first) stay in the corpus, so corpus-level values count them as failures and
   CIDEr's IDF does not change, and their per-record scores are set to 0.0 explicitly rather
@@ -35,9 +43,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gzip
 import logging
+import os
+import re
+import subprocess
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 from collections import defaultdict
@@ -45,7 +58,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from m4i.io import M4IError
+from m4i.io import M4IError, atomic_path, read_json, sha256_file, write_json
 from m4i.progress import Progress
 from m4i.records import lookup, unique_ids
 
@@ -68,12 +81,15 @@ def signal_columns() -> list[str]:
 
 # --- METEOR: one JVM per process --------------------------------------------------------------
 _meteor = None
+_meteor_table: str | None = None  # the paraphrase table the running JVM loaded (None: METEOR's own)
 _meteor_lock = threading.Lock()
+_paraphrase: tuple[str, frozenset] | None = None  # (table, its vocabulary): use_paraphrase_table
+_WORD_PART = re.compile(r"[^\W_]+")
 
 
 def _close_meteor() -> None:
-    global _meteor
-    m, _meteor = _meteor, None
+    global _meteor, _meteor_table
+    m, _meteor, _meteor_table = _meteor, None, None
     if m is not None:
         with contextlib.suppress(Exception):
             m.meteor_p.stdin.close()
@@ -84,18 +100,110 @@ def _close_meteor() -> None:
 atexit.register(_close_meteor)
 
 
-def _get_meteor():
-    """The process-wide METEOR scorer; restarted if its JVM has died."""
-    global _meteor
-    if _meteor is not None and _meteor.meteor_p.poll() is not None:
+def _meteor_class():
+    from pycocoevalcap.meteor import meteor as wrapper
+
+    class KeptMeteor(wrapper.Meteor):
+        """pycocoevalcap's METEOR wrapper, started with its own command plus ``-a <table>`` when
+        a paraphrase table is given. Its ``__del__`` (which kills the JVM) is a no-op: only
+        ``_close_meteor`` (atexit, or after a failure) owns the process."""
+
+        def __init__(self, table: str | None = None):
+            # pycocoevalcap's command (meteor/meteor.py), unchanged but for the table.
+            self.meteor_cmd = ["java", "-jar", "-Xmx2G", wrapper.METEOR_JAR, "-", "-", "-stdio", "-l", "en", "-norm"]
+            if table is not None:
+                self.meteor_cmd += ["-a", str(Path(table).resolve())]
+            self.meteor_p = subprocess.Popen(self.meteor_cmd, cwd=os.path.dirname(os.path.abspath(wrapper.__file__)),
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.lock = threading.Lock()
+
+        def __del__(self):
+            pass
+
+    return KeptMeteor
+
+
+def _get_meteor(table: str | None = None):
+    """The process-wide METEOR scorer on paraphrase ``table`` (None: METEOR's own); restarted if
+    its JVM has died or was started on another table."""
+    global _meteor, _meteor_table
+    if _meteor is not None and (_meteor.meteor_p.poll() is not None or _meteor_table != table):
         _close_meteor()
     if _meteor is None:
-        from pycocoevalcap.meteor.meteor import Meteor
-
-        # pycocoevalcap's __del__ kills the JVM too; a no-op here, so that only
-        # _close_meteor (atexit, or after a failure) owns the process.
-        _meteor = type("_KeptMeteor", (Meteor,), {"__del__": lambda self: None})()
+        _meteor, _meteor_table = _meteor_class()(table), table
     return _meteor
+
+
+def meteor_words(texts: Iterable[str]) -> set[str]:
+    """Every word METEOR can see in ``texts`` (PTB-tokenized strings): each whitespace token,
+    lower-cased, with its letter/digit runs and its other characters, so that METEOR's own
+    normalisation (``-norm``: lower-case, punctuation split off) yields nothing outside it."""
+    out: set[str] = set()
+    for text in texts:
+        for w in str(text).lower().split():
+            out.add(w)
+            out.update(_WORD_PART.findall(w))
+            out.update(ch for ch in w if not ch.isalnum())
+    return out
+
+
+def meteor_paraphrase_source() -> Path:
+    """METEOR's own English paraphrase table, as pycocoevalcap ships it."""
+    from pycocoevalcap.meteor import meteor as wrapper
+
+    return Path(wrapper.__file__).resolve().parent / "data" / "paraphrase-en.gz"
+
+
+def write_paraphrase_table(texts: Iterable[str], table_path, vocab_path) -> dict:
+    """The entries of METEOR's paraphrase table whose words (both phrases) are all among the
+    words of ``texts`` (PTB-tokenized here, one tokenizer run) -> ``table_path`` (gzip, the
+    source's format, bytes fixed by the input) and the vocabulary + counts -> ``vocab_path``."""
+    tokens = _ptb_tokenize([str(t) for t in texts])
+    vocab = meteor_words(tokens)
+    source = meteor_paraphrase_source()
+    with gzip.open(source, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) % 3:
+        raise M4IError(f"{source}: {len(lines)} lines, not (probability, phrase, phrase) triples")
+    keep = []
+    for i in range(0, len(lines), 3):
+        if vocab.issuperset(lines[i + 1].split()) and vocab.issuperset(lines[i + 2].split()):
+            keep += lines[i : i + 3]
+    with atomic_path(table_path) as tmp:
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            gz.write("".join(f"{line}\n" for line in keep).encode("utf-8"))
+    info = {"source": source.name, "source_sha256": sha256_file(source), "source_entries": len(lines) // 3,
+            "entries": len(keep) // 3, "vocabulary": sorted(vocab)}
+    write_json(info, vocab_path)
+    return info
+
+
+def use_paraphrase_table(table_path, vocab_path) -> None:
+    """Score METEOR on the study's restricted paraphrase table (``write_paraphrase_table``) from
+    now on in this process; a call with a word outside its vocabulary uses the full table."""
+    global _paraphrase
+    info = read_json(vocab_path)
+    if not isinstance(info, dict) or not isinstance(info.get("vocabulary"), list):
+        raise M4IError(f"{vocab_path}: not a paraphrase-table vocabulary (no 'vocabulary' list)")
+    if not Path(table_path).is_file():
+        raise M4IError(f"{table_path}: paraphrase table not found")
+    _paraphrase = (str(table_path), frozenset(info["vocabulary"]))
+
+
+def _meteor_table_for(gts: dict[str, list[str]], res: dict[str, list[str]]) -> str | None:
+    """The restricted table when every word of this call is in its vocabulary, else None (METEOR's
+    own table)."""
+    if _paraphrase is None:
+        return None
+    table, vocab = _paraphrase
+    missing = meteor_words(t for texts in (*gts.values(), *res.values()) for t in texts) - vocab
+    if missing:
+        log.warning("METEOR: %d word(s) outside the study's paraphrase vocabulary (e.g. %r): "
+                    "scoring with METEOR's full paraphrase table", len(missing), sorted(missing)[0])
+        return None
+    return table
 
 
 # --- tokenisation ---------------------------------------------------------------------------
@@ -302,7 +410,7 @@ def _score_tokenized(cands: dict[str, str], refs: dict[str, list[str]],
     bleu, bleu_each = Bleu(4).compute_score(gts, res, verbose=0)
     with _meteor_lock:
         try:
-            meteor, meteor_each = _get_meteor().compute_score(gts, res)
+            meteor, meteor_each = _get_meteor(_meteor_table_for(gts, res)).compute_score(gts, res)
         except Exception as exc:
             # The pipe protocol is out of step (and the wrapper's own lock is held): drop the JVM.
             _close_meteor()
