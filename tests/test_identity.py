@@ -118,8 +118,27 @@ def test_layout_paths_and_results_root(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ plan
-def test_plan_of_the_default_study():
-    plan = Plan(load_config(REPO / "config" / "config.yaml"))
+def test_the_quick_default_keeps_every_part_of_the_study():
+    """config/config.yaml is config/full.yaml at smaller sizes: the same scenarios, captioners,
+    MFEs and attacks, the confounded control, K = 4 references, and the defenses the study must
+    run by default (DP-SGD at epsilon 1 and 8 and clipping only, early stopping, RelaxLoss, a
+    decoding defense) against both attacker models."""
+    quick, full = (load_config(REPO / "config" / f"{n}.yaml") for n in ("config", "full"))
+    for key in ("scenarios", "captioners", "mfe", "attacks", "features"):
+        assert quick[key].keys() == full[key].keys(), key
+    assert quick["scenarios"]["unrestricted"]["references"] >= 4
+    assert quick["splits"]["confounded_control"]["attacks"]
+    kinds = {(d["kind"], d.get("epsilon"), d.get("early_stopping")) for d in quick["defenses"].values()}
+    assert {("dp_sgd", 1.0, None), ("dp_sgd", 8.0, None), ("dp_sgd", None, None), ("regularize", None, True)} <= kinds
+    assert {"relaxloss", "decode"} <= {k for k, _, _ in kinds}
+    assert set(quick["defense_evaluation"]["attackers"]) == {"unaware", "adaptive"}
+    plan = Plan(quick)
+    families = {plan.attack(a).family for p in plan.scenarios(0) if p.id.defense for a in p.attacks}
+    assert {"mb", "fb", "blind"} <= families
+
+
+def test_plan_of_the_full_study():
+    plan = Plan(load_config(REPO / "config" / "full.yaml"))
     keys = {str(m) for m in plan.models()}
     assert {"doodles-lstm-shadow0-s0", "doodles-tfm-shadow0-s0", "shapes-lstm-shadow1-s0", "shapes-tfm-shadow0-s0",
             "shapes-lstm-target-s0", "shapes-lstm-ref3-s0", "shapes-lstm-target-s0-dp1",
