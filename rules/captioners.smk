@@ -13,11 +13,10 @@ rule pretrain_backbone:
         L.log("backbones", "{feat}.log"),
     benchmark:
         L.benchmark("backbones", "{feat}.tsv")
-    # The rule's threads like every job (config `threads`): with 2 threads on 2 cores it ran alone
-    # for its whole run at 1.2 cores busy (59 s wall, 71 CPU-s on the quick default), while the
-    # manifests, METEOR's table, the CLIP MFEs and the ViT-GPT-2 shadows, which need no backbone,
-    # waited for it.
-    threads: THREADS
+    # Runs before any captioner can start, so it takes both cores of a 2-core machine (measured on
+    # the quick default: 59 s with 2 threads, 113 s with 1 while a ViT-GPT-2 shadow and the CLIP
+    # MFE ran beside it; the whole run was no faster, 21 min 47 s vs 21 min 18 s).
+    threads: max(2, THREADS)
     resources:
         mem_mb=6000,
         runtime=60,
