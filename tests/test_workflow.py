@@ -16,7 +16,7 @@ from m4i.io import load_torch, read_json, read_split, read_table
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("name", ["config", "test", "paper"])
+@pytest.mark.parametrize("name", ["config", "full", "test", "paper"])
 def test_dry_run_lists_the_data_rules(tmp_path, name):
     out = snakemake(tmp_path, "-n", config=REPO / "config" / f"{name}.yaml").stdout
     for rule in ("splits", "train_captioner", "attack"):
