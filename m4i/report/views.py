@@ -298,7 +298,8 @@ VIEW_NOTES = {
         "fitted on shadow captioners) and calibrated ones (LiRA/RMIA, per-example, against reference captioners). "
         "access: black-box needs generated captions only; gray-box also the token likelihoods of given captions.",
         "TPR at x % FPR: the highest TPR whose FPR on the target's non-members is at most x %; the counts are what "
-        "it rests on (1 % FPR on n non-members allows n/100 false positives: 10 of 1,000, 6 of 600). 95 % CI: stratified bootstrap over the "
+        "it rests on (1 % FPR on n non-members allows n/100 false positives: 10 of 1,000, 6 of 600). "
+        "95 % CI: stratified bootstrap over the "
         "target's records, each replicate choosing its own threshold; several seeds: mean ± sd [t CI over seeds].",
         "No row is marked best: a maximum over these rows would be chosen on target data.",
     ],
