@@ -305,3 +305,34 @@ def test_use_paraphrase_table_names_a_bad_file(tmp_path):
 
 def test_meteor_words_cover_what_meteor_splits_off():
     assert cm.meteor_words(["Don't t-shirt 3,000"]) >= {"don't", "don", "t", "'", "t-shirt", "shirt", "-", "3,000", "3", "000", ","}
+
+
+def test_pipelined_meteor_answers_like_the_wrappers_own_protocol(tmp_path, meteor_state):
+    """KeptMeteor.compute_score (every SCORE line sent at once) against pycocoevalcap's own
+    compute_score (one round trip per line) on the same JVM: the same statistics, scores and
+    corpus score, on more text than a pipe buffer holds both ways (64 KiB)."""
+    import gzip
+    import random
+
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    empty = tmp_path / "empty.gz"  # no paraphrases: a JVM that starts in well under a second
+    with gzip.GzipFile(empty, "wb", mtime=0):
+        pass
+    words = "a the red blue green small large circle square triangle dog man on left right of near".split()
+    rng = random.Random(3)
+
+    def sentence():
+        return " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+
+    gts = {f"r{i}": [sentence() for _ in range(rng.randint(1, 5))] for i in range(3000)}
+    res = {r: [sentence()] for r in gts}
+    res["r0"] = [gts["r0"][0]]  # a perfect match
+    res["r1"] = [""]  # an empty hypothesis: still one answer line
+    assert sum(len(" ||| ".join(v)) for v in gts.values()) > 4 * 65536  # SCOREs in; ~70 bytes of statistics each out
+    meteor = cm._get_meteor(str(empty))
+    piped = meteor.compute_score(gts, res)
+    assert piped == Meteor.compute_score(meteor, gts, res)  # the wrapper's protocol, unbound
+    assert piped[1][0] == pytest.approx(1.0, abs=0.01) and len(piped[1]) == 3000
+    assert meteor.meteor_p.poll() is None  # the JVM is still in step: it scores again
+    assert meteor.compute_score({"x": ["a red circle"]}, {"x": ["a red circle"]})[1][0] > 0.9
