@@ -374,3 +374,26 @@ def test_caption_quality(data, monkeypatch):
     assert caption_quality(held_caps, member_caps, df, members)["members"] == q["members"]  # seeded
     with pytest.raises(M4IError, match="not in the manifest"):
         caption_quality(held_caps.assign(record_id=["zz:0", "zz:1", "zz:2"]), member_caps, df, members)
+
+
+def test_fixed_caption_bleu4_is_pycocoevalcaps_bleu(data):
+    """The fixed-caption baseline's BLEU-4 (references cooked once for all candidates) against
+    pycocoevalcap's Bleu(4).compute_score, one call per candidate (the independent computation)."""
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    from m4i.models.quality import best_fixed_caption, fixed_caption_bleu4
+    from m4i.text import tokenize
+
+    _, df, _ = data
+    refs = {str(r): [str(c) for c in caps] for r, caps in zip(df["record_id"], df["captions"])}
+    refs[str(df["record_id"].iloc[0])] = ["A red circle, at the left!", "a red circle"]  # case, punctuation
+    pool = sorted({c for caps in refs.values() for c in caps})[:12] + ["a", "red red red red red"]
+    norm = lambda c: " ".join(tokenize(c))  # noqa: E731
+    want = [Bleu(4).compute_score({r: [norm(c) for c in cs] for r, cs in refs.items()},
+                                  {r: [norm(cap)] for r in refs}, verbose=0)[0][3] for cap in pool]
+    assert fixed_caption_bleu4(pool, refs) == want
+    assert len(set(want)) > 3  # the candidates really differ
+    caption, score = best_fixed_caption(df, n_candidates=50, seed=0)
+    everything = sorted({str(c) for caps in df["captions"] for c in caps})
+    assert len(everything) <= 50 and score == max(fixed_caption_bleu4(everything, {
+        str(r): [str(c) for c in caps] for r, caps in zip(df["record_id"], df["captions"])}))
