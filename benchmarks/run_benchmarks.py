@@ -100,8 +100,8 @@ def _with_epochs(arch: dict, epochs: int) -> dict:
 
 
 def generation_records(default: dict) -> int:
-    """The records a generation job of the default's target captions: members, non-members and
-    held-out images, in one job (the batch sizes that pay off depend on it)."""
+    """How many records one generation job of the default's target captions: its members,
+    non-members and held-out images (the batch sizes that pay off depend on it)."""
     sizes = default["splits"]["sizes"]
     return int(sizes["target_in"]) + int(sizes["target_out"]) + int(sizes["heldout"])
 
@@ -122,18 +122,19 @@ def bench_generation(default: dict, manifest, root, tmp: Path) -> dict:
     train_captioner(arch, records, root, feats, _vocab(records), 0, tmp / "gen.pt", None)
     ckpt = load_torch(tmp / "gen.pt")
     decode = dict(arch["decode"])
-    for bs in (decode.get("batch_size", DECODE_DEFAULTS["batch_size"]), 1):  # warm-up: one-off set-up
+    small = DECODE_DEFAULTS["batch_size"]  # the code's default (a config without decode.batch_size)
+    batch = decode.get("batch_size", small)
+    for bs in (batch, 1):  # warm-up: one-off set-up
         generate_captions(ckpt, records.head(4), root, feats, {**decode, "batch_size": bs})
     # The batched call takes ~0.2 CPU-s: the best of 5 (timeit's rule: slower repeats measure the
     # machine's other load, not the code); the one-at-a-time loop (~5 s) the best of 2.
     batched_s, a = _best_of(5, lambda: generate_captions(ckpt, records, root, feats, decode))
     single_s, b = _best_of(2, lambda: generate_captions(ckpt, records, root, feats, {**decode, "batch_size": 1}))
     same = float((a["caption"] == b["caption"]).mean())
-    # For comparison, not gated: the code's default batch size (a config without decode.batch_size).
-    small = DECODE_DEFAULTS["batch_size"]
+    # For comparison, not gated: the code's default batch size.
     small_s, _ = _best_of(5, lambda: generate_captions(ckpt, records, root, feats, {**decode, "batch_size": small}))
     return {"batched_s": batched_s, "one_at_a_time_s": single_s, "ratio": single_s / batched_s, "images": n,
-            "batch_size": decode.get("batch_size", small), "same_captions": same,
+            "batch_size": batch, "same_captions": same,
             f"batch{small}_s": small_s, f"batch{small}_ratio": single_s / small_s}
 
 
