@@ -336,3 +336,33 @@ def test_pipelined_meteor_answers_like_the_wrappers_own_protocol(tmp_path, meteo
     assert piped[1][0] == pytest.approx(1.0, abs=0.01) and len(piped[1]) == 3000
     assert meteor.meteor_p.poll() is None  # the JVM is still in step: it scores again
     assert meteor.compute_score({"x": ["a red circle"]}, {"x": ["a red circle"]})[1][0] > 0.9
+
+
+def test_meteor_jit_flag_changes_no_score(tmp_path, meteor_state, monkeypatch):
+    """The study's METEOR JVM runs with METEOR_JVM_FLAGS (C1-only JIT, for speed); a JVM started
+    without them (the JDK's default tiered JIT) gives the same statistics and scores."""
+    import gzip
+    import random
+
+    empty = tmp_path / "empty.gz"
+    with gzip.GzipFile(empty, "wb", mtime=0):
+        pass
+    words = "a the red blue green small large circle square triangle dog man on left right of near".split()
+    rng = random.Random(5)
+
+    def sentence():
+        return " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+
+    gts = {f"r{i}": [sentence() for _ in range(rng.randint(1, 5))] for i in range(2000)}
+    res = {r: [sentence()] for r in gts}
+    flagged = cm._get_meteor(str(empty))
+    assert cm.METEOR_JVM_FLAGS and all(f in flagged.meteor_p.args for f in cm.METEOR_JVM_FLAGS)
+    monkeypatch.setattr(cm, "METEOR_JVM_FLAGS", ())
+    plain = cm._meteor_class()(str(empty))
+    try:
+        assert not any(a.startswith("-XX:") for a in plain.meteor_p.args)
+        assert flagged.compute_score(gts, res) == plain.compute_score(gts, res)
+    finally:
+        plain.meteor_p.stdin.close()
+        plain.meteor_p.kill()
+        plain.meteor_p.wait(timeout=5)
