@@ -307,30 +307,36 @@ def test_meteor_words_cover_what_meteor_splits_off():
     assert cm.meteor_words(["Don't t-shirt 3,000"]) >= {"don't", "don", "t", "'", "t-shirt", "shirt", "-", "3,000", "3", "000", ","}
 
 
-def test_pipelined_meteor_answers_like_the_wrappers_own_protocol(tmp_path, meteor_state):
-    """KeptMeteor.compute_score (every SCORE line sent at once) against pycocoevalcap's own
-    compute_score (one round trip per line) on the same JVM: the same statistics, scores and
-    corpus score, on more text than a pipe buffer holds both ways (64 KiB)."""
+def _empty_table_and_items(tmp_path, n: int, seed: int):
+    """A paraphrase table with no paraphrases (a JVM that starts in well under a second) and n
+    random items of 1-5 references and one hypothesis each, over a small vocabulary."""
     import gzip
     import random
 
-    from pycocoevalcap.meteor.meteor import Meteor
-
-    empty = tmp_path / "empty.gz"  # no paraphrases: a JVM that starts in well under a second
+    empty = tmp_path / "empty.gz"
     with gzip.GzipFile(empty, "wb", mtime=0):
         pass
     words = "a the red blue green small large circle square triangle dog man on left right of near".split()
-    rng = random.Random(3)
+    rng = random.Random(seed)
 
     def sentence():
         return " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
 
-    gts = {f"r{i}": [sentence() for _ in range(rng.randint(1, 5))] for i in range(3000)}
-    res = {r: [sentence()] for r in gts}
+    gts = {f"r{i}": [sentence() for _ in range(rng.randint(1, 5))] for i in range(n)}
+    return str(empty), gts, {r: [sentence()] for r in gts}
+
+
+def test_pipelined_meteor_answers_like_the_wrappers_own_protocol(tmp_path, meteor_state):
+    """KeptMeteor.compute_score (every SCORE line sent at once) against pycocoevalcap's own
+    compute_score (one round trip per line) on the same JVM: the same statistics, scores and
+    corpus score, on more text than a pipe buffer holds both ways (64 KiB)."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    empty, gts, res = _empty_table_and_items(tmp_path, 3000, seed=3)
     res["r0"] = [gts["r0"][0]]  # a perfect match
     res["r1"] = [""]  # an empty hypothesis: still one answer line
     assert sum(len(" ||| ".join(v)) for v in gts.values()) > 4 * 65536  # SCOREs in; ~70 bytes of statistics each out
-    meteor = cm._get_meteor(str(empty))
+    meteor = cm._get_meteor(empty)
     piped = meteor.compute_score(gts, res)
     assert piped == Meteor.compute_score(meteor, gts, res)  # the wrapper's protocol, unbound
     assert piped[1][0] == pytest.approx(1.0, abs=0.01) and len(piped[1]) == 3000
@@ -341,24 +347,11 @@ def test_pipelined_meteor_answers_like_the_wrappers_own_protocol(tmp_path, meteo
 def test_meteor_jit_flag_changes_no_score(tmp_path, meteor_state, monkeypatch):
     """The study's METEOR JVM runs with METEOR_JVM_FLAGS (C1-only JIT, for speed); a JVM started
     without them (the JDK's default tiered JIT) gives the same statistics and scores."""
-    import gzip
-    import random
-
-    empty = tmp_path / "empty.gz"
-    with gzip.GzipFile(empty, "wb", mtime=0):
-        pass
-    words = "a the red blue green small large circle square triangle dog man on left right of near".split()
-    rng = random.Random(5)
-
-    def sentence():
-        return " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
-
-    gts = {f"r{i}": [sentence() for _ in range(rng.randint(1, 5))] for i in range(2000)}
-    res = {r: [sentence()] for r in gts}
-    flagged = cm._get_meteor(str(empty))
+    empty, gts, res = _empty_table_and_items(tmp_path, 2000, seed=5)
+    flagged = cm._get_meteor(empty)
     assert cm.METEOR_JVM_FLAGS and all(f in flagged.meteor_p.args for f in cm.METEOR_JVM_FLAGS)
     monkeypatch.setattr(cm, "METEOR_JVM_FLAGS", ())
-    plain = cm._meteor_class()(str(empty))
+    plain = cm._meteor_class()(empty)
     try:
         assert not any(a.startswith("-XX:") for a in plain.meteor_p.args)
         assert flagged.compute_score(gts, res) == plain.compute_score(gts, res)
