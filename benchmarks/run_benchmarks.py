@@ -24,6 +24,11 @@ shadow, its features spec, its number of members. Targets live in benchmarks/tar
   the default captioner's embedding, LSTM and output layer on a default Poisson batch (the dp_sgd
   defense's ``batch_images`` images, five captions each): opacus' DPLSTM vs m4i's FastDPLSTM,
   same weights; the per-sample gradients are compared too (they must be equal).
+- dp_images: the per-sample gradients of one DP-SGD step of the default DP captioner (features ->
+  projection, GroupNorm, embedding, LSTM, output layer) on a default Poisson batch: one gradient
+  per caption from opacus' GradSampleModule summed per image afterwards vs m4i's per-image
+  grouping (m4i.defenses.dp_sgd.ImageGroups), same weights and batch; the per-image gradients are
+  compared too (they must be equal).
 - reference_training: one default LSTM captioner trained from scratch on the default number of
   members (all epochs): seconds and captioners per minute (the calibrated attacks train K of them).
 """
@@ -264,6 +269,79 @@ def bench_dp_lstm(default: dict, repeats: int = 3, length: int = 16, vocab: int 
             "rows": rows, "length": length, "max_abs_diff": float((a - b).abs().max())}
 
 
+def bench_dp_images(default: dict, manifest, root, tmp: Path, repeats: int = 3) -> dict:
+    """Per-image gradients of a default DP-SGD step: per caption then summed vs grouped by image."""
+    import warnings
+
+    import numpy as np
+    import torch
+    from opacus import GradSampleModule
+    from torch.nn import functional as F
+
+    from m4i import defenses
+    from m4i.defenses.dp_sgd import ImageGroups, _image_grad_sample_module
+    from m4i.models.batching import pad_tokens
+    from m4i.models.features import extract_features
+    from m4i.models.train import build_captioner, caption_pairs, make_vocab
+
+    dp_name, dp = next((k, d) for k, d in default["defenses"].items() if d["kind"] == "dp_sgd")
+    arch = defenses.arch_for(dp, copy.deepcopy(default["captioners"]["lstm"]))
+    records = manifest.head(int(dp["batch_images"])).reset_index(drop=True)
+    spec = {k: v for k, v in default["features"][arch["encoder"]["features"]].items() if k != "pretrain"}
+    feats = extract_features(records, root, spec, 0)["features"]
+    vocab = make_vocab(_vocab(records))
+    images, ids = caption_pairs(records, vocab)
+    tokens = pad_tokens(ids, vocab.pad)
+    x = torch.as_tensor(feats)[torch.as_tensor(images)]
+    uniq, inverse = np.unique(images, return_inverse=True)
+    weights = torch.as_tensor(1.0 / np.bincount(inverse)[inverse], dtype=torch.float32)
+
+    def backward(gsm):
+        for q in gsm.parameters():
+            q.grad_sample = q.grad = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logits = gsm(x, tokens)
+            ce = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none", ignore_index=vocab.pad)
+            losses = ce.sum(1) / (tokens[:, 1:] != vocab.pad).sum(1)
+            (losses * weights).sum().backward()
+
+    def per_caption(model):
+        gsm = GradSampleModule(model, loss_reduction="sum")
+        index = torch.as_tensor(inverse)
+
+        def step():
+            backward(gsm)
+            return [torch.zeros((len(uniq), *p.grad_sample.shape[1:])).index_add_(0, index, p.grad_sample)
+                    for p in model.parameters()]
+        return step
+
+    def per_image(model):
+        gsm, grouped = _image_grad_sample_module(model)
+        index = torch.as_tensor(inverse)
+
+        def step():
+            gsm.groups = ImageGroups(inverse, len(uniq))
+            backward(gsm)
+            gsm.groups = None
+            return [p.grad_sample if id(p) in grouped else
+                    torch.zeros((len(uniq), *p.grad_sample.shape[1:])).index_add_(0, index, p.grad_sample)
+                    for p in model.parameters()]
+        return step
+
+    out = {}
+    for name, make in (("per_caption", per_caption), ("per_image", per_image)):
+        model = build_captioner(arch, vocab, int(feats.shape[1]), 0).train()
+        step = make(model)
+        step()  # warm-up
+        seconds, _ = _timed(lambda: [step() for _ in range(repeats)])
+        out[name] = (seconds / repeats, step())
+    diff = max(float((a - b).abs().max()) for a, b in zip(out["per_caption"][1], out["per_image"][1]))
+    return {"per_caption_s": out["per_caption"][0], "per_image_s": out["per_image"][0],
+            "ratio": out["per_caption"][0] / out["per_image"][0], "defense": dp_name, "images": len(uniq),
+            "rows": len(images), "max_abs_diff": diff}
+
+
 def bench_reference_training(default: dict, manifest, root, tmp: Path) -> dict:
     """One default LSTM captioner, all epochs, on the default number of members."""
     from m4i.models.features import extract_features
@@ -280,7 +358,7 @@ def bench_reference_training(default: dict, manifest, root, tmp: Path) -> dict:
             "epochs": int(arch["train"]["epochs"]), "final_loss": float(loss["train_loss"].iloc[-1])}
 
 
-BENCHES = ("generation", "metrics", "feature_cache", "image_sharing", "dp_lstm", "reference_training")
+BENCHES = ("generation", "metrics", "feature_cache", "image_sharing", "dp_lstm", "dp_images", "reference_training")
 
 
 def main(argv=None) -> int:
@@ -309,6 +387,7 @@ def main(argv=None) -> int:
             "feature_cache": lambda: bench_feature_cache(default, manifest, root, tmp),
             "image_sharing": lambda: bench_image_sharing(default, manifest, root, tmp),
             "dp_lstm": lambda: bench_dp_lstm(default),
+            "dp_images": lambda: bench_dp_images(default, manifest, root, tmp),
             "reference_training": lambda: bench_reference_training(default, manifest, root, tmp),
         }
         for name in todo:
@@ -334,6 +413,9 @@ def main(argv=None) -> int:
     if "dp_lstm" in results and results["dp_lstm"]["max_abs_diff"] > 1e-4:
         failed.append("dp_lstm.max_abs_diff")
         print(f"dp_lstm: per-sample gradients differ by {results['dp_lstm']['max_abs_diff']:.2e}")
+    if "dp_images" in results and results["dp_images"]["max_abs_diff"] > 1e-5:
+        failed.append("dp_images.max_abs_diff")
+        print(f"dp_images: per-image gradients differ by {results['dp_images']['max_abs_diff']:.2e}")
     if "generation" in results and results["generation"]["same_captions"] < 1.0:
         print(f"note: batched and one-at-a-time captions agree on {results['generation']['same_captions']:.0%}")
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

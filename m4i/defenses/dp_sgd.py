@@ -3,9 +3,11 @@
 All captions of one image count as one record, so the guarantee is about a person's photo, not
 one sentence of it: each step draws a Poisson sample of images (every training image with
 probability ``q``, opacus' ``UniformWithReplacementSampler``), takes all their captions (or the
-configured ``captions_per_image``), computes per-caption gradients with opacus'
-``GradSampleModule``, sums them per image, and lets opacus' ``DPOptimizer`` clip each image's
-gradient to ``max_grad_norm`` and add Gaussian noise of ``noise_multiplier * max_grad_norm``.
+configured ``captions_per_image``), computes one gradient per *image* with opacus'
+``GradSampleModule`` (see :class:`ImageGroups`: the layers whose per-sample gradient is a sum over
+positions get an image's captions as more positions of one sample), and lets opacus'
+``DPOptimizer`` clip each image's gradient to ``max_grad_norm`` and add Gaussian noise of
+``noise_multiplier * max_grad_norm``.
 
 The noise multiplier is the one opacus' RDP accountant says reaches ``epsilon`` at ``delta``
 (default ``1 / (10 * n_images)``) after ``epochs * steps_per_epoch`` steps; ``epsilon: null``
@@ -106,6 +108,69 @@ def _keep_freed_memory() -> None:
         pass
 
 
+class ImageGroups:
+    """The rows (captions) of one step grouped by image, and a row tensor regrouped to match.
+
+    The per-sample gradient of a linear layer, an embedding or the LSTM recurrence is a sum over
+    the positions of a sample (``sum_t b_t a_t^T``); the gradient of an image's loss is the sum
+    over its captions. So ``[rows, ...]`` activations and backprops regrouped as ``[images,
+    captions, ...]`` (zero rows where an image has fewer captions: they add nothing) give opacus'
+    own grad samplers each image's gradient directly, instead of one gradient per caption summed
+    per image afterwards: the same sums in another order, with the per-sample tensors (hundreds of
+    MB a step at the default sizes) as many times smaller as an image has captions.
+    """
+
+    def __init__(self, inverse: np.ndarray, n_images: int):
+        import torch
+
+        counts = np.bincount(inverse, minlength=n_images)
+        order = np.argsort(inverse, kind="stable")
+        rank = np.empty_like(inverse)
+        rank[order] = np.arange(len(inverse)) - (np.cumsum(counts) - counts)[inverse[order]]
+        self.n, self.k = int(n_images), int(counts.max())
+        self.slot = torch.as_tensor(inverse * self.k + rank)
+
+    def __call__(self, x, flatten: bool):
+        """``[rows, *rest]`` -> ``[images, captions, *rest]``, or with ``flatten`` the captions
+        merged into the next axis (``[images, captions * rest[0], *rest[1:]]``)."""
+        out = x.new_zeros((self.n * self.k, *x.shape[1:]))
+        out[self.slot] = x
+        out = out.view(self.n, self.k, *x.shape[1:])
+        return out.flatten(1, 2) if flatten else out
+
+
+def _image_grad_sample_module(model):
+    """Opacus' ``GradSampleModule`` whose linear, embedding and recurrence layers compute one
+    gradient per image of the current step's :class:`ImageGroups` (``gsm.groups``; None: per row).
+    Other layers (the GroupNorm) keep one per row, summed per image by :meth:`DPStep.step`.
+    Returns the module and the parameters it groups."""
+    from opacus import GradSampleModule
+    from torch import nn
+
+    from m4i.models.dp_lstm import Recurrence
+
+    flatten = {nn.Linear: False, nn.Embedding: True, Recurrence: True}
+
+    class ImageGradSampleModule(GradSampleModule):
+        groups: ImageGroups | None = None
+
+        def rearrange_grad_samples(self, *, module, backprops, loss_reduction, batch_first):
+            activations, backprops = super().rearrange_grad_samples(
+                module=module, backprops=backprops, loss_reduction=loss_reduction, batch_first=batch_first)
+            g, kind = self.groups, type(module)
+            if g is None or kind not in flatten:
+                return activations, backprops
+            module.max_batch_len = g.n
+            if kind is Recurrence:  # its sampler reads its own tape: hand it the grouping
+                module.row_groups = g
+                return activations, backprops
+            return [g(a, flatten[kind]) for a in activations], g(backprops, flatten[kind])
+
+    gsm = ImageGradSampleModule(model, loss_reduction="sum")
+    grouped = {id(p) for m in model.modules() if type(m) in flatten for p in m.parameters(recurse=False)}
+    return gsm, grouped
+
+
 class DPStep:
     """Updater: per-image clipped, noised gradient step (opacus GradSampleModule + DPOptimizer)."""
 
@@ -114,7 +179,6 @@ class DPStep:
     def __init__(self, model, train: dict, *, noise_multiplier: float, max_grad_norm: float, q: float,
                  expected_images: float, delta: float, seed: int):
         import torch
-        from opacus import GradSampleModule
         from opacus.accountants import RDPAccountant
         from opacus.optimizers import DPOptimizer
         from opacus.validators import ModuleValidator
@@ -126,8 +190,9 @@ class DPStep:
         if errors:
             raise M4IError(f"dp_sgd: the captioner is not DP-compatible: {[str(e) for e in errors]}")
         self.model = model
-        self.gsm = GradSampleModule(model, loss_reduction="sum")
+        self.gsm, grouped = _image_grad_sample_module(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.per_row = [p for p in self.params if id(p) not in grouped]
         self.generator = torch.Generator().manual_seed(derive_seed(seed, "dp-noise"))
         self.optimizer = DPOptimizer(make_optimizer(self.params, train), noise_multiplier=float(noise_multiplier),
                                      max_grad_norm=float(max_grad_norm), expected_batch_size=max(1, round(expected_images)),
@@ -152,11 +217,15 @@ class DPStep:
         counts = np.bincount(inverse)
         weights = torch.as_tensor(1.0 / counts[inverse], dtype=losses.dtype, device=losses.device)
         self.optimizer.zero_grad(set_to_none=True)
-        with warnings.catch_warnings():  # opacus' hooks fire on outputs: the inputs are features
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            (losses * weights).sum().backward()  # per-row grads of each image's mean caption loss
+        self.gsm.groups = ImageGroups(inverse, len(uniq))
+        try:
+            with warnings.catch_warnings():  # opacus' hooks fire on outputs: the inputs are features
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                (losses * weights).sum().backward()  # grads of each image's mean caption loss
+        finally:
+            self.gsm.groups = None
         index = torch.as_tensor(inverse, device=losses.device)
-        for p in self.params:
+        for p in self.per_row:
             gs = p.grad_sample
             per_image = torch.zeros((len(uniq), *gs.shape[1:]), dtype=gs.dtype, device=gs.device)
             p.grad_sample = per_image.index_add_(0, index, gs)  # one gradient per image: the privacy unit

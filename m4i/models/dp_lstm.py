@@ -61,11 +61,17 @@ class Recurrence(nn.Module):
 
 
 def _recurrence_grad_sample(layer: Recurrence, activations, backprops):
-    """Per-sample gradient of ``W_hh``: ``sum_t dz_t h_{t-1}^T`` in one batched matmul."""
+    """Per-sample gradient of ``W_hh``: ``sum_t dz_t h_{t-1}^T`` in one batched matmul. A sample
+    is a row, or, where the grad-sample module set ``row_groups`` (``m4i.defenses.dp_sgd.ImageGroups``)
+    for this backward pass, all rows of one image (their time steps concatenated)."""
     dz, h_prev = layer.pop_tape()
     dz = torch.stack([g if g is not None else h_prev[0].new_zeros(h_prev[0].shape[0], 4 * layer.hidden)
                       for g in dz], dim=1)
-    return {layer.weight: torch.bmm(dz.transpose(1, 2), torch.stack(h_prev, dim=1))}
+    h_prev = torch.stack(h_prev, dim=1)
+    groups = layer.__dict__.pop("row_groups", None)
+    if groups is not None:
+        dz, h_prev = groups(dz, flatten=True), groups(h_prev, flatten=True)
+    return {layer.weight: torch.bmm(dz.transpose(1, 2), h_prev)}
 
 
 def _register() -> None:
