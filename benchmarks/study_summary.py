@@ -31,20 +31,22 @@ def rule_prefixes(rules_dir: Path = REPO / "rules") -> dict[tuple[str, ...], str
     """{leading literal folders of a rule's benchmark path: rule name} from rules/*.smk."""
     out: dict[tuple[str, ...], str] = {}
     for smk in sorted(rules_dir.glob("*.smk")):
-        for block in re.split(r"^rule\s+", smk.read_text(), flags=re.M)[1:]:
-            name = block.split(":", 1)[0].strip()
+        # `rule name:`, or a rule made in a loop, `rule:  # label` (its name comes from the config)
+        for block in re.split(r"^\s*rule(?=[\s:])", smk.read_text(), flags=re.M)[1:]:
+            head = block.split("\n", 1)[0]
+            name = head.split(":", 1)[0].strip() or head.split("#", 1)[-1].strip()
             m = re.search(r"L\.benchmark\(([^)]*)\)", block)
-            if not m:
+            if not m or not name:
                 continue
             try:
-                args = ast.literal_eval(f"[{m.group(1)}]")
-            except (ValueError, SyntaxError):
+                args = ast.parse(f"[{m.group(1)}]", mode="eval").body.elts
+            except SyntaxError:
                 continue
             prefix = []
-            for a in args:
-                if not isinstance(a, str) or "{" in a:
+            for a in args:  # the literal folders up to the first wildcard or variable
+                if not isinstance(a, ast.Constant) or not isinstance(a.value, str) or "{" in a.value:
                     break
-                prefix.append(a)
+                prefix.append(a.value)
             key = tuple(prefix)
             out[key] = name if key not in out or out[key] == name else f"{out[key]} / {name}"
     return out

@@ -2,7 +2,10 @@
 
 A script is ``run(snakemake, main)`` where ``main(smk)`` reads inputs, calls one package function
 and writes outputs atomically. After ``main`` returns, provenance sidecars are written for every
-output (m4i.provenance); when it raises, outputs are removed so no half-written artifact stays.
+output (m4i.provenance): the job's inputs and params, or, where one job makes several artifacts
+from different inputs (the attacks of one scenario), what ``main`` returns: a list of parts, each
+``{"outputs", "inputs", "params", "wildcards"}`` of one artifact group (``params["config"]``: the
+config it depends on). When ``main`` raises, outputs are removed so no half-written artifact stays.
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ def run(smk, main: Callable) -> None:
     outputs = [str(o) for o in smk.output]
     t0 = time.time()
     try:
-        main(smk)
+        parts = main(smk)
     except M4IError as exc:
         log.error("%s", exc)
         _remove(outputs)
@@ -69,7 +72,7 @@ def run(smk, main: Callable) -> None:
         _remove(outputs)
         raise
     log.info("rule %s done in %.1f s", smk.rule, time.time() - t0)
-    _provenance(smk, outputs)
+    _provenance(smk, outputs, parts)
 
 
 def _remove(outputs: list[str]) -> None:
@@ -83,20 +86,27 @@ def _remove(outputs: list[str]) -> None:
             p.unlink()
 
 
-def _provenance(smk, outputs: list[str]) -> None:
+def _provenance(smk, outputs: list[str], parts: list[dict] | None = None) -> None:
     from m4i import provenance
 
     config = dict(smk.config)
-    params = {k: v for k, v in smk.params.items()}
-    seed = params.get("seed", smk.wildcards.get("seed") if hasattr(smk.wildcards, "get") else None)
-    provenance.write_sidecar(
-        results_root=Layout.of(config).root,
-        rule=smk.rule,
-        outputs=outputs,
-        inputs=[str(i) for i in smk.input],
-        params=params,
-        wildcards={k: v for k, v in smk.wildcards.items()},
-        config_subset=params.get("config", {}),
-        seed=int(seed) if seed is not None else None,
-        log=str(smk.log[0]) if len(smk.log) else None,
-    )
+    wildcards = {k: v for k, v in smk.wildcards.items()}
+    if parts is None:
+        parts = [{"outputs": outputs, "inputs": [str(i) for i in smk.input],
+                  "params": {k: v for k, v in smk.params.items()}, "wildcards": wildcards}]
+    elif sorted(o for part in parts for o in part["outputs"]) != sorted(outputs):
+        raise M4IError(f"rule {smk.rule}: the provenance parts do not cover the job's outputs exactly")
+    for part in parts:
+        params = part["params"]
+        seed = params.get("seed", part["wildcards"].get("seed"))
+        provenance.write_sidecar(
+            results_root=Layout.of(config).root,
+            rule=smk.rule,
+            outputs=part["outputs"],
+            inputs=part["inputs"],
+            params=params,
+            wildcards=part["wildcards"],
+            config_subset=params.get("config", {}),
+            seed=int(seed) if seed is not None else None,
+            log=str(smk.log[0]) if len(smk.log) else None,
+        )

@@ -94,37 +94,75 @@ rule blind_signals:
         "../scripts/blind_signals.py"
 
 
-def _scenario(wc):
-    return PLAN.scenario(wc.scenario, int(wc.seed))
+def _attack_inputs(key):
+    """Every file the attacks of scenario ``key`` read (each once), at the job's seed."""
+
+    def inputs(wc):
+        seed, paths = int(wc.seed), []
+        for a in PLAN.scenario(key, seed).attacks:
+            for v in PLAN.attack_inputs(key, a, seed).values():
+                paths += v if isinstance(v, list) else [v]
+        return list(dict.fromkeys(paths))
+
+    return inputs
 
 
-rule attack:
-    """Fit on the shadows' members/non-members, score the target's; per-record scores + metrics."""
-    input:
-        unpack(lambda wc: PLAN.attack_inputs(wc.scenario, wc.attack, int(wc.seed))),
-    output:
-        scores=L.attack_scores("{scenario}", "{attack}", "{seed}"),
-        metrics=L.attack_metrics("{scenario}", "{attack}", "{seed}"),
-    params:
-        seed=lambda wc: int(wc.seed),
-        scenario=lambda wc: _scenario(wc).id.fields(),
-        attack_id=lambda wc: PLAN.attack(wc.attack).fields(),
-        input_rows=lambda wc: PLAN.input_rows(wc.scenario, wc.attack, int(wc.seed)),
-        target_model=lambda wc: str(_scenario(wc).target),
-        shadow_models=lambda wc: [str(m) for m in _scenario(wc).shadows],
-        reference_models=lambda wc: [str(m) for m in _scenario(wc).refs],
-        n_refs=lambda wc: len(_scenario(wc).refs),
-        config=lambda wc: stage_config(f"attacks.{wc.attack}", "evaluation"),
-        code=code("run_attack.py"),
-    log:
-        L.log("attacks", "{scenario}", "{attack}", "s{seed}.log"),
-    benchmark:
-        L.benchmark("attacks", "{scenario}", "{attack}", "s{seed}.tsv")
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    conda:
-        ENV
-    script:
-        "../scripts/run_attack.py"
+def _attack_params(key):
+    """Per attack of scenario ``key``: its identity, named inputs and their rows, config and outputs
+    (each attack's provenance sidecar records its own)."""
+
+    def params(wc):
+        seed = int(wc.seed)
+        return {a: {"identity": PLAN.attack(a).fields(), "inputs": PLAN.attack_inputs(key, a, seed),
+                    "input_rows": PLAN.input_rows(key, a, seed), "config": stage_config(f"attacks.{a}", "evaluation"),
+                    "scores": L.attack_scores(key, a, seed), "metrics": L.attack_metrics(key, a, seed)}
+                for a in PLAN.scenario(key, seed).attacks}
+
+    return params
+
+
+def _scenario_param(key, what):
+    def param(wc):
+        plan = PLAN.scenario(key, int(wc.seed))
+        return {"scenario": lambda: plan.id.fields(), "target": lambda: str(plan.target),
+                "shadows": lambda: [str(m) for m in plan.shadows], "refs": lambda: [str(m) for m in plan.refs]}[what]()
+
+    return param
+
+
+# One rule per scenario (its outputs are its attacks' files, whose number differs between
+# scenarios), one job per scenario and seed: fit on the shadows' members/non-members (or the
+# reference models'), score the target's; per-record scores + metrics for every attack.
+for _key, _attacks in PLAN.attack_jobs().items():
+
+    rule:  # attack_<scenario>
+        name:
+            PLAN.attack_rule(_key)
+        input:
+            _attack_inputs(_key),
+        output:
+            [L.attack_scores(_key, a, "{seed}") for a in _attacks] + [L.attack_metrics(_key, a, "{seed}") for a in _attacks],
+        params:
+            seed=lambda wc: int(wc.seed),
+            scenario=_scenario_param(_key, "scenario"),
+            target_model=_scenario_param(_key, "target"),
+            shadow_models=_scenario_param(_key, "shadows"),
+            reference_models=_scenario_param(_key, "refs"),
+            attacks=_attack_params(_key),
+            code=code("run_attack.py"),
+        log:
+            L.log("attacks", _key, "s{seed}.log"),
+        benchmark:
+            L.benchmark("attacks", _key, "s{seed}.tsv")
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=15,
+        # the Slurm profile's `groups:` names rules, and these names come from the config: the
+        # group is set here instead (ignored by a local run)
+        group:
+            "attack"
+        conda:
+            ENV
+        script:
+            "../scripts/run_attack.py"

@@ -1,4 +1,5 @@
-"""Rule attack: signal tables -> per-record scores.parquet + metrics.json (one evaluation for all)."""
+"""Rule attack_<scenario>: every attack of one scenario at one seed, each from its own signal
+tables -> per-record scores.parquet + metrics.json (one evaluation for all) and its own provenance."""
 from m4i.attacks import run_attack, shadow_tables
 from m4i.attacks.calibrated import run_calibrated
 from m4i.attacks.queries import attacker_view
@@ -9,8 +10,8 @@ from m4i.io import read_json, read_table, select_part, write_json, write_table
 from m4i.workflow import run
 
 
-def _paper(smk, attack, view):
-    splits = read_json(smk.input.shadow_splits)
+def _paper(smk, inputs, attack, view):
+    splits = read_json(inputs["shadow_splits"])
     shadows = []
     for i, key in enumerate(smk.params.shadow_models):
         model = ModelId.parse(key)
@@ -21,15 +22,15 @@ def _paper(smk, attack, view):
                       seed=smk.params.seed)
 
 
-def _calibrated(smk, attack, view, references):
-    cand = read_json(smk.input.candidate_splits)["splits"]
-    ref_splits = read_json(smk.input.reference_splits[0])
+def _calibrated(smk, inputs, attack, view, references):
+    cand = read_json(inputs["candidate_splits"])["splits"]
+    ref_splits = read_json(inputs["reference_splits"][0])
 
     def tables(name):
         return {"candidates": _concat([view(f"{name}_{s}") for s in ("target_in", "target_out")]),
                 "population": view(f"{name}_heldout")}
 
-    members = [model_members(ModelId.parse(key), ref_splits, n_refs=smk.params.n_refs)["members"]
+    members = [model_members(ModelId.parse(key), ref_splits, n_refs=len(smk.params.reference_models))["members"]
                for key in references]
     return run_calibrated(attack, tables("target"), [tables(f"ref{i}") for i in range(len(references))], members,
                           candidates=(cand["target_in"], cand["target_out"]), population=cand["heldout"])
@@ -41,26 +42,25 @@ def _concat(frames):
     return pd.concat(frames, ignore_index=True)
 
 
-def main(smk):
-    attack = smk.config["attacks"][smk.wildcards.attack]
-    identity = smk.params.attack_id
+def _one(smk, name, spec, read):
+    """Run attack ``name`` (its entry of ``params.attacks``), write its outputs, return its
+    provenance part."""
+    attack = smk.config["attacks"][name]
+    identity = spec["identity"]
     ev = smk.config["evaluation"]
+    inputs = spec["inputs"]
 
-    tables = {}  # path -> table: one captioner's table holds several inputs' parts; read it once
-
-    def view(name):  # input `name`'s part, as an attacker asking `queries` times per record sees it
-        path = smk.input[name]
-        if path not in tables:
-            tables[path] = read_table(path)
-        return attacker_view(select_part(tables[path], where=path, **smk.params.input_rows[name]), identity["queries"])
+    def view(part):  # input `part`'s rows, as an attacker asking `queries` times per record sees it
+        path = inputs[part]
+        return attacker_view(select_part(read(path), where=path, **spec["input_rows"][part]), identity["queries"])
 
     if identity["calibrated"]:
         online = attack["method"].endswith("_online")
         references = smk.params.reference_models if online else smk.params.shadow_models
-        scores, info = _calibrated(smk, attack, view, references)
+        scores, info = _calibrated(smk, inputs, attack, view, references)
     else:
         references = smk.params.shadow_models
-        scores, info = _paper(smk, attack, view)
+        scores, info = _paper(smk, inputs, attack, view)
     metrics = evaluate(
         scores["label"].to_numpy(),
         scores["score"].to_numpy(),
@@ -69,11 +69,11 @@ def main(smk):
         n_bootstrap=ev["n_bootstrap"],
         seed=smk.params.seed,
     )
-    write_table(scores, smk.output.scores)
+    write_table(scores, spec["scores"])
     write_json(
         {
-            "attack": smk.wildcards.attack,
-            "scenario": smk.wildcards.scenario,
+            "attack": name,
+            "scenario": smk.params.scenario["scenario"],
             "seed": smk.params.seed,
             "identity": {"attack": identity, "scenario": smk.params.scenario},
             "target_model": smk.params.target_model,
@@ -86,8 +86,25 @@ def main(smk):
             "info": info,
             "metrics": metrics,
         },
-        smk.output.metrics,
+        spec["metrics"],
     )
+    paths = [p for v in inputs.values() for p in (v if isinstance(v, list) else [v])]
+    params = {k: smk.params[k] for k in ("seed", "scenario", "target_model", "shadow_models", "reference_models",
+                                         "code")}
+    params |= {"attack_id": identity, "input_rows": spec["input_rows"], "config": spec["config"]}
+    return {"outputs": [spec["scores"], spec["metrics"]], "inputs": list(dict.fromkeys(paths)), "params": params,
+            "wildcards": {"scenario": params["scenario"]["scenario"], "attack": name, "seed": str(smk.params.seed)}}
+
+
+def main(smk):
+    tables = {}  # path -> table, read once: a captioner's table serves several attacks and inputs
+
+    def read(path):
+        if path not in tables:
+            tables[path] = read_table(path)
+        return tables[path]
+
+    return [_one(smk, name, spec, read) for name, spec in smk.params.attacks.items()]
 
 
 run(snakemake, main)  # noqa: F821

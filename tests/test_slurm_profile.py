@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from m4i.plan import Plan
 
 PROFILE = REPO / "profiles" / "slurm"
 # Rules whose jobs are each submitted alone: long, GPU-heavy single jobs (and nothing else).
@@ -64,11 +65,17 @@ def test_every_rule_is_grouped_or_a_named_single_job():
     groups = _profile()["groups"]
     components = _profile()["group-components"]
     rules = _rules()
-    missing = sorted(r for r, target in rules.items() if not target and r not in groups and r not in SINGLE_JOB_RULES)
+    # the attack rules, one per scenario of the config, group themselves (rules/attacks.smk):
+    # test_grouping_keeps_submissions_few checks that their jobs are submitted in group `attack`
+    plan = Plan(yaml.safe_load((REPO / "config" / "test.yaml").read_text()))
+    attack_rules = {plan.attack_rule(k) for k in plan.attack_jobs()}
+    assert attack_rules <= set(rules)
+    missing = sorted(r for r, target in rules.items()
+                     if not target and r not in groups and r not in SINGLE_JOB_RULES and r not in attack_rules)
     assert not missing, f"rules with no group in profiles/slurm/config.yaml (add them to `groups:`): {missing}"
     assert not (set(groups) - set(rules)), f"groups for rules that do not exist: {set(groups) - set(rules)}"
     assert not (set(groups) & SINGLE_JOB_RULES)
-    assert set(groups.values()) == set(components), "every group needs a group-components entry"
+    assert set(groups.values()) | {"attack"} == set(components), "every group needs a group-components entry"
 
 
 def _submissions(tmp_path, name) -> list[dict]:
@@ -97,6 +104,8 @@ def test_grouping_keeps_submissions_few(tmp_path, paper, name):
     for s in subs:
         if s["group"]:
             assert not set(s["rules"]) & SINGLE_JOB_RULES
+        if any(r.startswith("attack_") for r in s["rules"]):
+            assert s["group"] == "attack" and all(r.startswith("attack_") for r in s["rules"]), s
 
 
 @pytest.mark.integration
@@ -108,7 +117,8 @@ def test_paper_gpu_jobs_ask_for_one_gpu_on_the_gpu_partition(paper):
     for rule in ("train_captioner", "generate_captions", "train_mfe", "features", "mfe_signals"):
         for s in by_rule[rule]:
             assert s["partition"] == "gpu" and "--gpus=1" in s["sbatch"].split(), (rule, s["sbatch"])
-    for rule in ("attack", "metric_signals", "splits", "tables"):
+    attack = next(r for r in by_rule if r.startswith("attack_"))
+    for rule in (attack, "metric_signals", "splits", "tables"):
         for s in by_rule[rule]:
             assert s["partition"] == "cpu" and "--gpus" not in s["sbatch"] and "gpu" not in s["resources"], (rule, s["sbatch"])
     for s in paper:

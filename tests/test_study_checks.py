@@ -142,7 +142,7 @@ def test_flickr8k_config_plans_the_whole_study(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     out = snakemake(tmp_path, "-n", config=path).stdout
     for rule in ("real_manifest", "splits", "features", "train_captioner", "generate_captions", "metric_signals",
-                 "train_mfe", "mfe_signals", "blind_signals", "attack", "caption_quality", "tables", "figures"):
+                 "train_mfe", "mfe_signals", "blind_signals", "attack_unrestricted", "caption_quality", "tables", "figures"):
         assert f"rule {rule}:" in out, rule
     families = {a["signal"] for a in cfg["attacks"].values()}
     assert {"metrics", "mfe", "blind"} <= families
