@@ -102,21 +102,22 @@ def _attack_inputs(key):
         for a in PLAN.scenario(key, seed).attacks:
             for v in PLAN.attack_inputs(key, a, seed).values():
                 paths += v if isinstance(v, list) else [v]
-        return list(dict.fromkeys(paths))
+        return sorted(set(paths))
 
     return inputs
 
 
 def _attack_params(key):
     """Per attack of scenario ``key``: its identity, named inputs and their rows, config and outputs
-    (each attack's provenance sidecar records its own)."""
+    (each attack's provenance sidecar records its own); keys sorted (``canonical``): the order of
+    the config's attacks reruns nothing."""
 
     def params(wc):
         seed = int(wc.seed)
-        return {a: {"identity": PLAN.attack(a).fields(), "inputs": PLAN.attack_inputs(key, a, seed),
+        return canonical({a: {"identity": PLAN.attack(a).fields(), "inputs": PLAN.attack_inputs(key, a, seed),
                     "input_rows": PLAN.input_rows(key, a, seed), "config": stage_config(f"attacks.{a}", "evaluation"),
                     "scores": L.attack_scores(key, a, seed), "metrics": L.attack_metrics(key, a, seed)}
-                for a in PLAN.scenario(key, seed).attacks}
+                for a in PLAN.scenario(key, seed).attacks})
 
     return params
 

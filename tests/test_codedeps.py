@@ -79,7 +79,8 @@ def test_dvc_stage_deps_cover_every_module_their_scripts_import():
 
 def _rule_blocks():
     text = "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
-    return re.findall(r"^rule (\w+):(.*?)(?=^rule |\Z)", text, re.M | re.S)
+    # `rule name:`, and the rules made in a loop (indented `rule:`, named from the config)
+    return re.findall(r"^\s*rule ?(\w*):(.*?)(?=^\s*rule[ :]|\Z)", text, re.M | re.S)
 
 
 def test_every_rule_with_a_script_passes_its_own_code_hash():
@@ -99,8 +100,8 @@ def _dry_run_jobs(workdir: Path, project: Path, configfile: Path = TEST_CONFIG) 
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = []
-    for block in re.split(r"\n(?=rule \w+:)", out.stdout):
-        m = re.match(r"rule (\w+):", block)
+    for block in re.split(r"\n(?=\s*rule \w+:)", out.stdout):  # a group's jobs are indented
+        m = re.match(r"\s*rule (\w+):", block)
         if m:
             wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
             fields = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}

@@ -22,7 +22,7 @@ def test_dry_run_lists_the_data_rules(tmp_path, name):
     out = snakemake(tmp_path, "-n", config=REPO / "config" / f"{name}.yaml").stdout
     for rule in ("splits", "train_captioner"):
         assert f"rule {rule}:" in out, f"{name}: {rule} missing from the dry run"
-    assert re.search(r"^rule attack_\w+:", out, re.M), f"{name}: no attack job in the dry run"
+    assert re.search(r"^\s*rule attack_\w+:", out, re.M), f"{name}: no attack job in the dry run"
     assert ("rule synthetic_manifest:" in out) or ("rule real_manifest:" in out)
 
 
