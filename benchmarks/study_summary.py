@@ -53,6 +53,8 @@ def rule_prefixes(rules_dir: Path = REPO / "rules") -> dict[tuple[str, ...], str
 
 
 def _rule_of(rel: Path, prefixes: dict[tuple[str, ...], str]) -> str:
+    if rel.parts in prefixes:  # a rule whose benchmark path is all literal (one job)
+        return prefixes[rel.parts]
     parts = rel.parts[:-1]
     for n in range(len(parts), -1, -1):
         if parts[:n] in prefixes and n:
