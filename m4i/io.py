@@ -42,6 +42,15 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
+def flat_paths(values) -> list[str]:
+    """The paths among named-input values (each a path or a list of paths), in order, each once."""
+    out: dict[str, None] = {}
+    for v in values:
+        for p in v if isinstance(v, (list, tuple)) else [v]:
+            out[os.fspath(p)] = None
+    return list(out)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(Path(path).read_text())

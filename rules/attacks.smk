@@ -98,11 +98,9 @@ def _attack_inputs(key):
     """Every file the attacks of scenario ``key`` read (each once), at the job's seed."""
 
     def inputs(wc):
-        seed, paths = int(wc.seed), []
-        for a in PLAN.scenario(key, seed).attacks:
-            for v in PLAN.attack_inputs(key, a, seed).values():
-                paths += v if isinstance(v, list) else [v]
-        return sorted(set(paths))
+        seed = int(wc.seed)
+        return sorted(flat_paths(v for a in PLAN.scenario(key, seed).attacks
+                                 for v in PLAN.attack_inputs(key, a, seed).values()))
 
     return inputs
 
@@ -122,13 +120,9 @@ def _attack_params(key):
     return params
 
 
-def _scenario_param(key, what):
-    def param(wc):
-        plan = PLAN.scenario(key, int(wc.seed))
-        return {"scenario": lambda: plan.id.fields(), "target": lambda: str(plan.target),
-                "shadows": lambda: [str(m) for m in plan.shadows], "refs": lambda: [str(m) for m in plan.refs]}[what]()
-
-    return param
+def _scenario_param(key, value):
+    """A param of scenario ``key`` at the job's seed: ``value(its ScenarioPlan)``."""
+    return lambda wc: value(PLAN.scenario(key, int(wc.seed)))
 
 
 # One rule per scenario (its outputs are its attacks' files, whose number differs between
@@ -145,10 +139,10 @@ for _key, _attacks in PLAN.attack_jobs().items():
             [L.attack_scores(_key, a, "{seed}") for a in _attacks] + [L.attack_metrics(_key, a, "{seed}") for a in _attacks],
         params:
             seed=lambda wc: int(wc.seed),
-            scenario=_scenario_param(_key, "scenario"),
-            target_model=_scenario_param(_key, "target"),
-            shadow_models=_scenario_param(_key, "shadows"),
-            reference_models=_scenario_param(_key, "refs"),
+            scenario=_scenario_param(_key, lambda plan: plan.id.fields()),
+            target_model=_scenario_param(_key, lambda plan: str(plan.target)),
+            shadow_models=_scenario_param(_key, lambda plan: [str(m) for m in plan.shadows]),
+            reference_models=_scenario_param(_key, lambda plan: [str(m) for m in plan.refs]),
             attacks=_attack_params(_key),
             code=code("run_attack.py"),
         log:

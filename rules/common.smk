@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))  # the m4i package beside the Sn
 from m4i.codedeps import code_hash
 from m4i.config import canonical, check_config
 from m4i.identity import Layout, MfeId, ModelId, ScenarioId
-from m4i.io import M4IError
+from m4i.io import M4IError, flat_paths
 from m4i.names import FIGURE_NAMES, PROTOCOLS, REAL_DATASET_KINDS, SPLIT_NAMES, TABLE_NAMES
 from m4i.plan import Plan
 

@@ -6,7 +6,7 @@ from m4i.attacks.queries import attacker_view
 from m4i.data.membership import model_members, pool_splits
 from m4i.evaluation import evaluate
 from m4i.identity import ModelId
-from m4i.io import read_json, read_table, select_part, write_json, write_table
+from m4i.io import flat_paths, read_json, read_table, select_part, write_json, write_table
 from m4i.workflow import run
 
 
@@ -88,11 +88,10 @@ def _one(smk, name, spec, read):
         },
         spec["metrics"],
     )
-    paths = [p for v in inputs.values() for p in (v if isinstance(v, list) else [v])]
     params = {k: smk.params[k] for k in ("seed", "scenario", "target_model", "shadow_models", "reference_models",
                                          "code")}
     params |= {"attack_id": identity, "input_rows": spec["input_rows"], "config": spec["config"]}
-    return {"outputs": [spec["scores"], spec["metrics"]], "inputs": list(dict.fromkeys(paths)), "params": params,
+    return {"outputs": [spec["scores"], spec["metrics"]], "inputs": flat_paths(inputs.values()), "params": params,
             "wildcards": {"scenario": params["scenario"]["scenario"], "attack": name, "seed": str(smk.params.seed)}}
 
 
