@@ -7,6 +7,7 @@ from m4i.data.membership import model_members, pool_splits
 from m4i.evaluation import evaluate
 from m4i.identity import ModelId
 from m4i.io import flat_paths, read_json, read_table, select_part, write_json, write_table
+from m4i.progress import Progress
 from m4i.workflow import run
 
 
@@ -44,7 +45,7 @@ def _concat(frames):
 
 def _one(smk, name, spec, read):
     """Run attack ``name`` (its entry of ``params.attacks``), write its outputs, return its
-    provenance part."""
+    provenance part and its metrics."""
     attack = smk.config["attacks"][name]
     identity = spec["identity"]
     ev = smk.config["evaluation"]
@@ -91,8 +92,9 @@ def _one(smk, name, spec, read):
     params = {k: smk.params[k] for k in ("seed", "scenario", "target_model", "shadow_models", "reference_models",
                                          "code")}
     params |= {"attack_id": identity, "input_rows": spec["input_rows"], "config": spec["config"]}
-    return {"outputs": [spec["scores"], spec["metrics"]], "inputs": flat_paths(inputs.values()), "params": params,
+    part = {"outputs": [spec["scores"], spec["metrics"]], "inputs": flat_paths(inputs.values()), "params": params,
             "wildcards": {"scenario": params["scenario"]["scenario"], "attack": name, "seed": str(smk.params.seed)}}
+    return part, metrics
 
 
 def main(smk):
@@ -103,7 +105,14 @@ def main(smk):
             tables[path] = read_table(path)
         return tables[path]
 
-    return [_one(smk, name, spec, read) for name, spec in smk.params.attacks.items()]
+    attacks = smk.params.attacks
+    progress = Progress(f"attacks {smk.params.scenario['scenario']} s{smk.params.seed}", len(attacks), unit="attack")
+    parts = []
+    for done, (name, spec) in enumerate(attacks.items(), start=1):
+        part, metrics = _one(smk, name, spec, read)
+        parts.append(part)
+        progress.update(done, attack=name, auc=metrics["auc"])
+    return parts
 
 
 run(snakemake, main)  # noqa: F821

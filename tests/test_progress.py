@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -120,3 +121,20 @@ def test_openmp_threads_sleep_when_idle():
     mine = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, "OMP_WAIT_POLICY": "ACTIVE"})
     assert mine.stdout.split()[0] == "ACTIVE"
+
+
+# The rules whose jobs run long on the default study (seconds to minutes), by log folder: each of
+# their jobs must show a person watching that it is alive, in its log (and so on stderr).
+LONG_JOB_LOGS = ("backbones", "features", "models", "mfe", "captions", "signals/metrics", "signals/mfe",
+                 "signals/loglik", "attacks")
+PROGRESS_LINE = re.compile(r": \w+ \d+/\d+ \(\d+%\)( \S+)* elapsed \d+\.\ds")
+
+
+def test_every_long_job_of_the_study_logs_progress(study):
+    logs = study / "logs"
+    silent = []
+    for folder in LONG_JOB_LOGS:
+        files = sorted((logs / folder).rglob("*.log"))
+        assert files, f"no logs under {folder}: the test study no longer runs that rule?"
+        silent += [str(f.relative_to(logs)) for f in files if not PROGRESS_LINE.search(f.read_text())]
+    assert silent == []
