@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from m4i import CPU_PINS, cpuinfo
 from m4i.io import M4IError, read_json, sha256_file, sha256_json, write_json
 
 SIDECAR_VERSION = 1
@@ -109,8 +110,14 @@ def package_versions() -> dict:
     return out
 
 
+# The instruction-set extensions that decide which code paths numerical libraries pick.
+ISA_FLAGS = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+             "amx_bf16", "amx_int8"}
+
+
 def hardware() -> dict:
-    """Platform, CPU count and CUDA device.
+    """Platform, CPU (model, and the instruction-set pins of ``m4i.CPU_PINS`` in effect: the CPU
+    code paths the numbers came from), CPU count and CUDA device.
 
     CUDA is probed only when torch is already imported: a rule that used the GPU has imported
     torch, and importing it (seconds) just to describe a CPU-only rule's machine is not worth it.
@@ -118,13 +125,18 @@ def hardware() -> dict:
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "cpu_model": cpuinfo("model name"),
+        "cpu_isa": sorted(set((cpuinfo("flags") or "").split()) & ISA_FLAGS),
+        "cpu_pins": {name: os.environ.get(name) for name in CPU_PINS},
         "cpu_count": os.cpu_count(),
+        "torch_cpu_capability": None,  # the vectorised kernels torch runs (when the rule loaded it)
         "cuda_probed": "torch" in sys.modules,
         "cuda_device": None,
         "cuda_version": None,
     }
     if info["cuda_probed"]:
         torch = sys.modules["torch"]
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         try:
             if torch.cuda.is_available():
                 info["cuda_device"] = torch.cuda.get_device_name(torch.cuda.current_device())

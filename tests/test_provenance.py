@@ -3,12 +3,13 @@ their trace, staleness, and the reviewer CLI."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from m4i import cli
+from m4i import CPU_PINS, cli
 from m4i.identity import ScenarioId, attack_identity
 from m4i.io import M4IError, write_json
 from m4i.provenance import artifact_sha256, format_trace, trace, write_sidecar
@@ -77,6 +78,8 @@ def test_sidecar_content(chain):
     assert inp["sidecar"] == "provenance/data/shapes/manifest.parquet.json"
     assert {"commit", "dirty"} <= set(side["git"]) and "pandas" in side["packages"]
     assert side["packages"]["pandas"] is not None and side["hardware"]["cpu_count"]
+    # the CPU code paths the numbers came from (m4i.CPU_PINS), as this process ran with them
+    assert side["hardware"]["cpu_pins"] == {name: os.environ.get(name) for name in CPU_PINS}
     man = json.loads((root / "provenance/data/shapes/manifest.parquet.json").read_text())
     assert all(i["sidecar"] is None for i in man["inputs"])  # raw inputs
 
