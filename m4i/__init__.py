@@ -13,9 +13,12 @@ _os.environ.setdefault("KMP_BLOCKTIME", "0")  # the same for Intel's OpenMP, whe
 # code path by the CPU's instruction set, and the paths sum in different orders (measured: each of
 # the four alone changes the bits of a captioner trained for ten steps, or of a numpy product).
 # So the default study's numbers differed between machines although every run on one machine was
-# byte-identical. On an x86-64 CPU with AVX2 and FMA all four are pinned to their AVX2 paths (what
-# an AVX2 machine picks by itself: there nothing changes, checked bit for bit); a machine with
-# AVX-512 then computes what an AVX2 one does, for some speed. A value the user set wins.
+# byte-identical. On an x86-64 CPU with AVX2 and FMA all four are pinned to their AVX2 paths, so
+# that a machine with AVX-512 computes what an AVX2 one does (for some speed). torch's, oneDNN's
+# and OpenBLAS's pins select what they pick by themselves on an AVX2 CPU (checked bit for bit);
+# MKL's is its conditional-numerical-reproducibility mode, which also leaves out the paths that
+# depend on the CPU's maker or on memory alignment: on an AMD EPYC, MKL's own pick gave other
+# ViT-GPT-2 captions and CLIP weights. A value the user set wins.
 CPU_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2",
             "OPENBLAS_CORETYPE": "Haswell"}
 

@@ -175,8 +175,10 @@ def test_importing_m4i_pins_the_cpu_code_paths_and_a_users_choice_wins():
 
 
 @pytest.mark.skipif(not _HAS_AVX2 or "avx512f" in (m4i.cpuinfo("flags") or "").split(),
-                    reason="on an AVX2 CPU without AVX-512 the pins select what the libraries pick by themselves")
-def test_cpu_pins_change_no_bit_on_an_avx2_machine():
-    # So the numbers measured on such a machine before the pins still hold; an AVX-512 machine
-    # computes them too once pinned (not checked here: no such CPU).
-    assert _run(_STEP, {**_NO_PINS, **m4i.CPU_PINS}) == _run(_STEP, _NO_PINS)
+                    reason="on an AVX2 CPU without AVX-512 these pins select what the libraries pick by themselves")
+def test_torch_onednn_and_openblas_pins_change_no_bit_on_an_avx2_machine():
+    # They only stop an AVX-512 machine from taking other paths (not checked here: no such CPU).
+    # MKL's pin is left out: its reproducibility mode is a path of its own (on an AMD EPYC it
+    # changed the ViT-GPT-2 captions; measured).
+    pins = {k: v for k, v in m4i.CPU_PINS.items() if k != "MKL_CBWR"}
+    assert _run(_STEP, {**_NO_PINS, **pins}) == _run(_STEP, _NO_PINS)
