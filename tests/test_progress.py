@@ -169,7 +169,8 @@ def _run(code, env):
 
 @pytest.mark.skipif(not _HAS_AVX2, reason="the pins apply to x86-64 CPUs with AVX2 and FMA")
 def test_importing_m4i_pins_the_cpu_code_paths_and_a_users_choice_wins():
-    code = "import os, m4i, torch; print(*[os.environ.get(k) for k in m4i.CPU_PINS], torch.backends.cpu.get_cpu_capability())"
+    code = ("import os, m4i, torch; "
+            "print(*[os.environ.get(k) for k in m4i.CPU_PINS], torch.backends.cpu.get_cpu_capability())")
     assert _run(code, _NO_PINS) == [*m4i.CPU_PINS.values(), "AVX2"]
     assert _run(code, {**_NO_PINS, "ATEN_CPU_CAPABILITY": "default"})[::4] == ["default", "DEFAULT"]
 
