@@ -1,4 +1,5 @@
 """m4i: a reproducible implementation of the M^4I membership-inference study."""
+import functools as _functools
 import os as _os
 
 # Set before torch (and with it the OpenMP runtime) is first imported: importing any m4i module
@@ -23,8 +24,10 @@ CPU_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CB
             "OPENBLAS_CORETYPE": "Haswell"}
 
 
+@_functools.lru_cache(maxsize=None)
 def cpuinfo(key: str) -> str | None:
-    """The value of the first ``key`` line of /proc/cpuinfo (``flags``, ``model name``), or None."""
+    """The value of the first ``key`` line of /proc/cpuinfo (``flags``, ``model name``), or None
+    (no /proc: not Linux). Read once per key and process: provenance asks at every sidecar."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
@@ -32,11 +35,18 @@ def cpuinfo(key: str) -> str | None:
                 if sep and name.strip() == key:
                     return value.strip()
     except OSError:
-        pass
+        return None
     return None
 
 
-if {"avx2", "fma"} <= set((cpuinfo("flags") or "").split()):  # elsewhere (other CPUs, no /proc) nothing is pinned
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``avx2``, ``avx512f``, ...); empty where /proc/cpuinfo has none."""
+    return set((cpuinfo("flags") or "").split())
+
+
+# Only on x86-64 CPUs with AVX2 and FMA (elsewhere, other CPUs or no /proc, nothing is pinned).
+CPU_PINS_APPLY = {"avx2", "fma"} <= cpu_flags()
+if CPU_PINS_APPLY:
     for _name, _value in CPU_PINS.items():
         _os.environ.setdefault(_name, _value)
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from m4i import CPU_PINS, cpuinfo
+from m4i import CPU_PINS, cpu_flags, cpuinfo
 from m4i.io import M4IError, read_json, sha256_file, sha256_json, write_json
 
 SIDECAR_VERSION = 1
@@ -126,7 +126,7 @@ def hardware() -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_model": cpuinfo("model name"),
-        "cpu_isa": sorted(set((cpuinfo("flags") or "").split()) & ISA_FLAGS),
+        "cpu_isa": sorted(cpu_flags() & ISA_FLAGS),
         "cpu_pins": {name: os.environ.get(name) for name in CPU_PINS},
         "cpu_count": os.cpu_count(),
         "torch_cpu_capability": None,  # the vectorised kernels torch runs (when the rule loaded it)

@@ -143,7 +143,7 @@ def test_every_long_job_of_the_study_logs_progress(study):
 
 
 # --- CPU code paths (m4i.CPU_PINS) -------------------------------------------------------------
-_HAS_AVX2 = {"avx2", "fma"} <= set((m4i.cpuinfo("flags") or "").split())
+_HAS_AVX2 = m4i.CPU_PINS_APPLY
 _NO_PINS = {k: v for k, v in os.environ.items() if k not in m4i.CPU_PINS}
 # A captioner-like training step in torch alone (no m4i import: nothing pinned unless the
 # environment says so): LSTM (oneDNN), linear layers (MKL), Adam (vectorised kernels), plus a
@@ -175,7 +175,7 @@ def test_importing_m4i_pins_the_cpu_code_paths_and_a_users_choice_wins():
     assert _run(code, {**_NO_PINS, "ATEN_CPU_CAPABILITY": "default"})[::4] == ["default", "DEFAULT"]
 
 
-@pytest.mark.skipif(not _HAS_AVX2 or "avx512f" in (m4i.cpuinfo("flags") or "").split(),
+@pytest.mark.skipif(not _HAS_AVX2 or "avx512f" in m4i.cpu_flags(),
                     reason="on an AVX2 CPU without AVX-512 these pins select what the libraries pick by themselves")
 def test_torch_onednn_and_openblas_pins_change_no_bit_on_an_avx2_machine():
     # They only stop an AVX-512 machine from taking other paths (not checked here: no such CPU).
