@@ -8,6 +8,11 @@ of each rule's ``L.benchmark(...)``), so a new rule shows up without editing thi
 ``--readme`` replaces the block between ``<!-- runtime-table:start -->`` and
 ``<!-- runtime-table:end -->`` in that file: the README's runtime table is generated, not typed.
 
+A second table splits the jobs by part of the study, read from the ids in each benchmark path
+(``m4i.identity``): the defenses (a model or scenario with a defense), the confounded control (the
+paper's protocol), the online attacks' reference captioners, and the rest (data, backbone,
+features, MFEs, the four scenarios' targets, shadows and attacks): what each part costs.
+
 Columns: jobs; wall seconds summed over jobs and of the longest job; CPU seconds summed
 (Snakemake's ``cpu_time``: user + system of the job's processes); the largest peak RSS of any job.
 The run's wall span is estimated as the time from the first job's start (file time minus its
@@ -24,6 +29,12 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from m4i.identity import PROTOCOL_SUFFIX, MfeId, ModelId, ScenarioId  # noqa: E402
+from m4i.io import M4IError  # noqa: E402
+from m4i.names import DEFAULT_PROTOCOL  # noqa: E402
+
+PARTS = ("four scenarios (shared)", "reference captioners", "defenses", "confounded control")
 START, END = "<!-- runtime-table:start -->", "<!-- runtime-table:end -->"
 
 
@@ -62,6 +73,25 @@ def _rule_of(rel: Path, prefixes: dict[tuple[str, ...], str]) -> str:
     return "/".join(parts) or rel.stem
 
 
+def study_part(rel: Path) -> str:
+    """The part of the study (one of PARTS) a job belongs to, from the model, MFE, scenario or
+    split id in its benchmark path (innermost first)."""
+    for name in reversed(rel.with_suffix("").parts):
+        if name.rsplit("-s", 1)[0] in PROTOCOL_SUFFIX:  # a split file's folder: <protocol>-s<seed>
+            return PARTS[3] if name.rsplit("-s", 1)[0] != DEFAULT_PROTOCOL else PARTS[0]
+        for cls in (ModelId, MfeId, ScenarioId):
+            try:
+                ident = cls.parse(name)
+            except M4IError:
+                continue
+            if getattr(ident, "defense", None):
+                return PARTS[2]
+            if ident.protocol != DEFAULT_PROTOCOL:
+                return PARTS[3]
+            return PARTS[1] if getattr(ident, "role", None) == "ref" else PARTS[0]
+    return PARTS[0]
+
+
 def read_jobs(results: Path) -> list[dict]:
     bench = results / "benchmarks"
     if not bench.is_dir():
@@ -82,7 +112,8 @@ def read_jobs(results: Path) -> list[dict]:
                 return float("nan")
 
         jobs.append({"rule": _rule_of(tsv.relative_to(bench), prefixes), "s": num("s"), "cpu": num("cpu_time"),
-                     "rss": num("max_rss"), "end": tsv.stat().st_mtime, "file": str(tsv.relative_to(bench))})
+                     "rss": num("max_rss"), "end": tsv.stat().st_mtime, "file": str(tsv.relative_to(bench)),
+                     "part": study_part(tsv.relative_to(bench))})
     return jobs
 
 
@@ -106,6 +137,12 @@ def summary_table(jobs: list[dict]) -> str:
     lines.append(f"| **all** | {len(jobs)} | {_f(total_s)} | {_f(max(j['s'] for j in jobs))} | {_f(total_cpu)} | "
                  f"{_f(peak['rss'], '{:.0f}')} |")
     span = max(j["end"] for j in jobs) - min(j["end"] - j["s"] for j in jobs)
+    lines += ["", "| part of the study | jobs | wall s (sum) | share of the job time |", "|---|---:|---:|---:|"]
+    for part in PARTS:
+        js = [j for j in jobs if j["part"] == part]
+        if js:
+            lines.append(f"| {part} | {len(js)} | {_f(sum(j['s'] for j in js))} | "
+                         f"{_f(100 * sum(j['s'] for j in js) / total_s, '{:.0f}')} % |")
     lines.append("")
     lines.append(f"Wall span of the run (first job start to last job end): {span:.0f} s = {span / 60:.1f} min; "
                  f"largest peak memory: {peak['rss']:.0f} MB (`{peak['file']}`).")
