@@ -77,8 +77,9 @@ def study_part(rel: Path) -> str:
     """The part of the study (one of PARTS) a job belongs to, from the model, MFE, scenario or
     split id in its benchmark path (innermost first)."""
     for name in reversed(rel.with_suffix("").parts):
-        if name.rsplit("-s", 1)[0] in PROTOCOL_SUFFIX:  # a split file's folder: <protocol>-s<seed>
-            return PARTS[3] if name.rsplit("-s", 1)[0] != DEFAULT_PROTOCOL else PARTS[0]
+        protocol = name.rsplit("-s", 1)[0]
+        if protocol in PROTOCOL_SUFFIX:  # a split file's folder: <protocol>-s<seed>
+            return PARTS[0] if protocol == DEFAULT_PROTOCOL else PARTS[3]
         for cls in (ModelId, MfeId, ScenarioId):
             try:
                 ident = cls.parse(name)
@@ -141,8 +142,8 @@ def summary_table(jobs: list[dict]) -> str:
     for part in PARTS:
         js = [j for j in jobs if j["part"] == part]
         if js:
-            lines.append(f"| {part} | {len(js)} | {_f(sum(j['s'] for j in js))} | "
-                         f"{_f(100 * sum(j['s'] for j in js) / total_s, '{:.0f}')} % |")
+            part_s = sum(j["s"] for j in js)
+            lines.append(f"| {part} | {len(js)} | {_f(part_s)} | {_f(100 * part_s / total_s, '{:.0f}')} % |")
     lines.append("")
     lines.append(f"Wall span of the run (first job start to last job end): {span:.0f} s = {span / 60:.1f} min; "
                  f"largest peak memory: {peak['rss']:.0f} MB (`{peak['file']}`).")

@@ -10,16 +10,17 @@ import yaml
 from conftest import REPO
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("run_benchmarks", REPO / "benchmarks" / "run_benchmarks.py")
+def _load(name):
+    """A script of benchmarks/ as a module, registered in sys.modules under its name."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["run_benchmarks"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
 
 
 def test_metric_and_dp_benchmarks_run_on_tiny_inputs():
-    bench = _bench()
+    bench = _load("run_benchmarks")
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     with tempfile.TemporaryDirectory() as d:
         manifest, _ = bench._dataset(Path(d), 8, 16)
@@ -32,13 +33,6 @@ def test_metric_and_dp_benchmarks_run_on_tiny_inputs():
     dp = bench.bench_dp_lstm(default, repeats=1, length=4)
     assert dp["max_abs_diff"] < 1e-4 and dp["rows"] == 5 * next(
         c["batch_images"] for c in default["defenses"].values() if c["kind"] == "dp_sgd")
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_study_summary_splits_job_time_by_rule_and_by_part_of_the_study(tmp_path):
